@@ -1,0 +1,138 @@
+"""Work that runs in worker processes: preparing sources and producing segments.
+
+Each job is a picklable frozen dataclass; each function does blocking work
+(decode, DSP, ffmpeg) and must never run on the event loop. Workers keep a
+few renderers in memory, so that producing segments in order renders each
+window once. This module imports no aiohttp.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hls import fmp4
+from processing.analysis import ANALYSIS_VERSION, Analysis, analyze
+from processing.decode import AudioSource
+from processing.encode import RENDITIONS
+from processing.plan import SegmentPlan, WindowSettings, plan_segments
+from processing.render import Renderer, encode_segment
+from storage.cache import DiskCache
+
+RENDERERS_PER_WORKER = 4
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """A source file and the content fingerprint that names its cache entries."""
+
+    file: str
+    key: str
+
+
+@dataclass(frozen=True)
+class PreparedSource:
+    """Exact properties of a source as served (after any conversion)."""
+
+    rate: int
+    channels: int
+    length: int
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """Everything a segment's bytes depend on, besides its index and rendition."""
+
+    source: SourceRef
+    preset: str
+    intensity: str  # canonical two-decimal spelling
+    segment_seconds: float
+    context_seconds: float
+    overlap_seconds: float
+    cache_dir: str
+
+    @property
+    def settings_tag(self) -> str:
+        """Names the settings in cache paths, so changed settings never reuse old bytes."""
+        return f"s{self.segment_seconds:g}-c{self.context_seconds:g}-o{self.overlap_seconds:g}-p1"
+
+    def segment_key(self, rendition: str, index: int) -> tuple[str, ...]:
+        return (
+            "segments", self.source.key, self.settings_tag, self.preset,
+            self.intensity, rendition, f"{index}.m4s",
+        )  # fmt: skip
+
+
+_renderers: OrderedDict[StreamSpec, Renderer] = OrderedDict()
+
+
+def _scratch(cache_dir: str) -> Path:
+    return Path(cache_dir) / "sources"
+
+
+def open_source(ref: SourceRef, cache_dir: str) -> AudioSource:
+    return AudioSource(Path(ref.file), _scratch(cache_dir), ref.key)
+
+
+def prepare(ref: SourceRef, cache_dir: str) -> PreparedSource:
+    """Open (converting once if needed) and report the exact served length."""
+    source = open_source(ref, cache_dir)
+    return PreparedSource(source.rate, source.channels, source.length)
+
+
+def load_analysis(spec: StreamSpec, source: AudioSource) -> Analysis:
+    """The per-track analysis for the spec's preset, from the cache or computed once."""
+    cache = DiskCache(Path(spec.cache_dir))
+    key = ("analysis", spec.source.key, f"{spec.preset}-v{ANALYSIS_VERSION}.json")
+    raw = cache.read(*key)
+    if raw is not None:
+        return Analysis.from_json(json.loads(raw))
+    result = analyze(source, spec.preset)
+    cache.write(key, json.dumps(result.to_json(), sort_keys=True).encode())
+    return result
+
+
+def renderer_for(spec: StreamSpec) -> Renderer:
+    if spec in _renderers:
+        _renderers.move_to_end(spec)
+        return _renderers[spec]
+    source = open_source(spec.source, spec.cache_dir)
+    plan = plan_for(spec, source.length, source.rate)
+    window = WindowSettings.from_seconds(source.rate, spec.context_seconds, spec.overlap_seconds)
+    analysis = None if spec.preset == "original" else load_analysis(spec, source)
+    renderer = Renderer(source, plan, window, analysis, float(spec.intensity))
+    _renderers[spec] = renderer
+    if len(_renderers) > RENDERERS_PER_WORKER:
+        _renderers.popitem(last=False)
+    return renderer
+
+
+def plan_for(spec: StreamSpec, length: int, rate: int) -> SegmentPlan:
+    return plan_segments(length, rate, spec.segment_seconds)
+
+
+def produce_segment(spec: StreamSpec, rendition: str, index: int) -> int:
+    """Render, encode, package and cache one segment; returns its size in bytes."""
+    cache = DiskCache(Path(spec.cache_dir))
+    key = spec.segment_key(rendition, index)
+    existing = cache.get(*key)
+    if existing is not None:
+        return existing.stat().st_size
+    renderer = renderer_for(spec)
+    encoded = encode_segment(renderer, RENDITIONS[rendition], index)
+    data = fmp4.media_segment(index + 1, encoded.base_decode_time, encoded.packets)
+    cache.write(key, data)
+    return len(data)
+
+
+def segment_pcm16(spec: StreamSpec, index: int) -> bytes:
+    """Segment `index` of the processed program as interleaved 16-bit little-endian PCM."""
+    renderer = renderer_for(spec)
+    seg = renderer.plan[index]
+    audio = renderer.program(seg.start, seg.end)
+    pcm = np.clip(np.rint(audio.astype(np.float64) * 32767.0), -32768, 32767).astype("<i2")
+    return pcm.tobytes()

@@ -1,0 +1,131 @@
+"""Per-track analysis: the chain's parameters, decided once for the whole track.
+
+Deterministic: the same source content and preset give the same numbers in
+every process, so no segment's gain or EQ can differ from its neighbour's.
+Long tracks are measured on evenly spread excerpts (each with a lead-in that
+lets the compressor settle) instead of a full decode, to keep the first
+segment fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.signal import welch
+
+from processing import chain, dsp, loudness
+from processing.decode import AudioSource
+from processing.dsp import Biquad
+
+ANALYSIS_VERSION = 1
+FULL_READ_SECONDS = 120.0  # shorter tracks are measured whole
+EXCERPTS = 12
+EXCERPT_SECONDS = 10.0
+LEAD_SECONDS = 1.0  # discarded start of each excerpt (compressor settling)
+TARGET_TILT_DB_PER_OCTAVE = -4.5  # balanced program material, 100 Hz to 8 kHz
+MAX_CORRECTION_DB = 4.0
+MAX_GAIN_DB = 20.0
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Source measurements and the chain parameters derived from them."""
+
+    loudness_lufs: float
+    true_peak_dbtp: float
+    tilt_db_per_octave: float
+    params: chain.ChainParams
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Analysis:
+        p = data["params"]
+        params = chain.ChainParams(
+            p["preset"], p["gain_db"], tuple(Biquad(**b) for b in p["corrective"])
+        )
+        return cls(data["loudness_lufs"], data["true_peak_dbtp"], data["tilt_db_per_octave"], params)
+
+
+def excerpts(source: AudioSource) -> list[tuple[np.ndarray, int]]:
+    """Audio to measure, as (audio with lead-in, lead-in samples) pairs."""
+    rate, length = source.rate, source.length
+    if length <= FULL_READ_SECONDS * rate:
+        return [(source.read(0, length), 0)]
+    lead, size = round(LEAD_SECONDS * rate), round(EXCERPT_SECONDS * rate)
+    span = length - size
+    starts = [round(span * (i + 0.5) / EXCERPTS) for i in range(EXCERPTS)]
+    return [(source.read(s - lead, s + size), lead) for s in starts]
+
+
+def spectral_tilt(parts: list[tuple[np.ndarray, int]], rate: int) -> float:
+    """Least-squares slope (dB per octave) of the long-term spectrum, 100 Hz to 8 kHz."""
+    psd_sum = None
+    freqs = np.zeros(0)
+    for audio, lead in parts:
+        mono = audio[lead:].mean(axis=1)
+        if len(mono) < 4096:
+            continue
+        freqs, psd = welch(mono, fs=rate, nperseg=4096)
+        psd_sum = psd if psd_sum is None else psd_sum + psd
+    if psd_sum is None:
+        return TARGET_TILT_DB_PER_OCTAVE
+    band = (freqs >= 100) & (freqs <= 8000)
+    if psd_sum[band].max() <= 1e-20:
+        return TARGET_TILT_DB_PER_OCTAVE
+    # Octave-spaced averages, so that high frequencies do not dominate the fit.
+    edges = 100 * 2.0 ** np.arange(0, 7)
+    centers, levels = [], []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (freqs >= lo) & (freqs < hi)
+        energy = psd_sum[sel].sum()
+        if energy > 0:
+            centers.append(np.log2(np.sqrt(lo * hi)))
+            levels.append(10 * np.log10(energy / (hi - lo)))
+    if len(centers) < 3:
+        return TARGET_TILT_DB_PER_OCTAVE
+    slope = np.polyfit(centers, levels, 1)[0]
+    return float(slope)
+
+
+def corrective_eq(tilt: float) -> tuple[Biquad, ...]:
+    """Shelves that turn the measured tilt toward the balanced target."""
+    delta = TARGET_TILT_DB_PER_OCTAVE - tilt
+    shelf = float(np.clip(delta * 2.5, -MAX_CORRECTION_DB, MAX_CORRECTION_DB))
+    return (Biquad("lowshelf", 150.0, round(-shelf / 2, 3)), Biquad("highshelf", 4000.0, round(shelf / 2, 3)))
+
+
+def _pooled_loudness(parts: list[tuple[np.ndarray, int]], rate: int) -> float:
+    powers = [loudness.block_powers(audio[lead:], rate) for audio, lead in parts]
+    return loudness.gated_loudness(np.concatenate(powers) if powers else np.zeros(0))
+
+
+def analyze(source: AudioSource, preset_name: str) -> Analysis:
+    """Measure the source and decide the chain's parameters for `preset_name`."""
+    preset = chain.PRESETS[preset_name]
+    rate = source.rate
+    parts = excerpts(source)
+    source_lufs = _pooled_loudness(parts, rate)
+    peak = max(float(dsp.true_peak_envelope(a).max(initial=0.0)) for a, _ in parts)
+    tilt = spectral_tilt(parts, rate)
+    if preset.bypass:
+        return Analysis(source_lufs, _dbtp(peak), tilt, chain.ChainParams(preset_name, 0.0))
+    corrective = corrective_eq(tilt) if preset.corrective_eq else ()
+    shaped = [(chain.pre_gain(a, rate, preset, corrective), lead) for a, lead in parts]
+    gain_db = preset.target_lufs - _pooled_loudness(shaped, rate)
+    gain_db = float(np.clip(gain_db, -MAX_GAIN_DB, MAX_GAIN_DB))
+    # The limiter takes some loudness away; measure it once and compensate.
+    limited = [
+        (dsp.limit(a * np.float32(dsp.db_to_gain(gain_db)), rate, preset.limiter), lead)
+        for a, lead in shaped
+    ]
+    gain_db += preset.target_lufs - _pooled_loudness(limited, rate)
+    gain_db = round(float(np.clip(gain_db, -MAX_GAIN_DB, MAX_GAIN_DB)), 4)
+    params = chain.ChainParams(preset_name, gain_db, corrective)
+    return Analysis(round(source_lufs, 4), _dbtp(peak), round(tilt, 4), params)
+
+
+def _dbtp(peak: float) -> float:
+    return round(float(20 * np.log10(max(peak, 1e-10))), 4)

@@ -1,0 +1,100 @@
+"""Presets and the enhancement chain: EQ → compressor → gain → true-peak limiter.
+
+Every parameter that must not jump between segments (corrective EQ, gain to
+the loudness target) comes from the per-track `Analysis`; the chain itself is
+a pure function of (audio, rate, preset, analysis, intensity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from processing import dsp
+from processing.dsp import Biquad, Compressor, Limiter
+
+PRESET_NAMES = ("original", "adaptive", "gentle", "warm", "bright", "punchy")
+INTENSITY_STEPS = 20  # intensity is quantized to steps of 1/20 = 0.05
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named chain: preset EQ, compressor, loudness target (LUFS)."""
+
+    name: str
+    target_lufs: float
+    eq: tuple[Biquad, ...] = ()
+    compressor: Compressor | None = None
+    corrective_eq: bool = False  # add the analysis' tilt correction
+    limiter: Limiter = Limiter()
+
+    @property
+    def bypass(self) -> bool:
+        return self.name == "original"
+
+
+PRESETS: dict[str, Preset] = {
+    "original": Preset("original", target_lufs=float("nan")),
+    "adaptive": Preset(
+        "adaptive", -14.0, compressor=Compressor(-24.0, 2.0, knee_db=8.0), corrective_eq=True
+    ),
+    "gentle": Preset(
+        "gentle",
+        -16.0,
+        eq=(Biquad("peak", 3000.0, 1.0, 0.8),),
+        compressor=Compressor(-20.0, 1.5, knee_db=10.0),
+    ),
+    "warm": Preset(
+        "warm",
+        -14.0,
+        eq=(Biquad("peak", 250.0, 2.5, 0.8), Biquad("highshelf", 7000.0, -2.5)),
+        compressor=Compressor(-24.0, 2.0),
+    ),
+    "bright": Preset(
+        "bright",
+        -14.0,
+        eq=(Biquad("highshelf", 6000.0, 3.0), Biquad("peak", 3500.0, 2.0, 1.0)),
+        compressor=Compressor(-24.0, 2.0),
+    ),
+    "punchy": Preset(
+        "punchy",
+        -12.0,
+        eq=(Biquad("lowshelf", 90.0, 4.0), Biquad("peak", 2500.0, 1.5, 1.0)),
+        compressor=Compressor(-26.0, 4.0, knee_db=6.0, smoothing_ms=50.0),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ChainParams:
+    """Everything the chain needs beyond the audio: the per-track decisions."""
+
+    preset: str
+    gain_db: float  # to the loudness target, applied after compression
+    corrective: tuple[Biquad, ...] = ()
+
+
+def pre_gain(audio: np.ndarray, rate: int, preset: Preset, corrective: tuple[Biquad, ...]) -> np.ndarray:
+    """EQ and compression: the part of the chain whose output level sets the gain."""
+    out = dsp.equalize(audio, rate, corrective + preset.eq)
+    if preset.compressor is not None:
+        out = dsp.compress(out, rate, preset.compressor)
+    return out
+
+
+def process(audio: np.ndarray, rate: int, params: ChainParams, intensity: float) -> np.ndarray:
+    """Render (n, channels) float32 audio through the chain, blended by intensity ∈ [0, 1]."""
+    preset = PRESETS[params.preset]
+    if preset.bypass or intensity <= 0.0:
+        return audio
+    wet = pre_gain(audio, rate, preset, params.corrective)
+    wet = (wet * np.float32(dsp.db_to_gain(params.gain_db))).astype(np.float32)
+    wet = dsp.limit(wet, rate, preset.limiter)
+    return dsp.blend(audio, wet, intensity)
+
+
+def canonical_intensity(value: float) -> str:
+    """Two-decimal spelling of an intensity quantized to 0.05 steps: 0.351 → '0.35'."""
+    steps = round(value * INTENSITY_STEPS)
+    return f"{steps // INTENSITY_STEPS}.{(steps % INTENSITY_STEPS) * 5:02d}"

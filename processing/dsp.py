@@ -1,0 +1,184 @@
+"""DSP stages: pure, vectorized functions of (audio, rate, parameters).
+
+Audio is float32 of shape (n, channels), full scale ±1. Every stage is
+causal or looks ahead by a few milliseconds only, and every time constant is
+well below the 5 s context of a window (SPEC §5), so that a window's
+rendering converges to the whole-track rendering within its context.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import minimum_filter1d, uniform_filter1d
+from scipy.signal import lfilter, sosfilt
+
+TRUE_PEAK_OVERSAMPLING = 4
+
+# ITU-R BS.1770-4 Annex 2: 48-tap interpolation filter, 4 phases of 12 taps.
+_TP_PHASES = np.array(
+    [
+        [0.0017089843750, 0.0109863281250, -0.0196533203125, 0.0332031250000,
+         -0.0594482421875, 0.1373291015625, 0.9721679687500, -0.1022949218750,
+         0.0476074218750, -0.0266113281250, 0.0148925781250, -0.0083007812500],
+        [-0.0291748046875, 0.0292968750000, -0.0517578125000, 0.0891113281250,
+         -0.1665039062500, 0.4650878906250, 0.7797851562500, -0.2003173828125,
+         0.1015625000000, -0.0582275390625, 0.0330810546875, -0.0189208984375],
+        [-0.0189208984375, 0.0330810546875, -0.0582275390625, 0.1015625000000,
+         -0.2003173828125, 0.7797851562500, 0.4650878906250, -0.1665039062500,
+         0.0891113281250, -0.0517578125000, 0.0292968750000, -0.0291748046875],
+        [-0.0083007812500, 0.0148925781250, -0.0266113281250, 0.0476074218750,
+         -0.1022949218750, 0.9721679687500, 0.1373291015625, -0.0594482421875,
+         0.0332031250000, -0.0196533203125, 0.0109863281250, 0.0017089843750],
+    ]
+)  # fmt: skip
+
+
+def db_to_gain(db: float) -> float:
+    return float(10.0 ** (db / 20.0))
+
+
+# --- Biquads (R. Bristow-Johnson, "Audio EQ Cookbook") ---------------------
+
+
+@dataclass(frozen=True)
+class Biquad:
+    """One EQ band: kind in {lowshelf, highshelf, peak}, frequency in Hz, gain in dB."""
+
+    kind: str
+    freq: float
+    gain_db: float
+    q: float = 0.707
+
+
+def biquad_sos(band: Biquad, rate: int) -> np.ndarray:
+    """Second-order section [b0 b1 b2 1 a1 a2] of one cookbook filter."""
+    a = 10.0 ** (band.gain_db / 40.0)
+    w0 = 2.0 * math.pi * min(band.freq, 0.45 * rate) / rate
+    cos_w, sin_w = math.cos(w0), math.sin(w0)
+    alpha = sin_w / (2.0 * band.q)
+    if band.kind == "peak":
+        b = [1 + alpha * a, -2 * cos_w, 1 - alpha * a]
+        den = [1 + alpha / a, -2 * cos_w, 1 - alpha / a]
+    elif band.kind in ("lowshelf", "highshelf"):
+        sign = 1.0 if band.kind == "lowshelf" else -1.0
+        sq = 2.0 * math.sqrt(a) * alpha
+        b = [
+            a * ((a + 1) - sign * (a - 1) * cos_w + sq),
+            sign * 2 * a * ((a - 1) - sign * (a + 1) * cos_w),
+            a * ((a + 1) - sign * (a - 1) * cos_w - sq),
+        ]
+        den = [
+            (a + 1) + sign * (a - 1) * cos_w + sq,
+            -sign * 2 * ((a - 1) + sign * (a + 1) * cos_w),
+            (a + 1) + sign * (a - 1) * cos_w - sq,
+        ]
+    else:
+        raise ValueError(f"unknown biquad kind {band.kind!r}")
+    return np.array([b[0] / den[0], b[1] / den[0], b[2] / den[0], 1.0, den[1] / den[0], den[2] / den[0]])
+
+
+def equalize(audio: np.ndarray, rate: int, bands: tuple[Biquad, ...]) -> np.ndarray:
+    """Cascade of biquads over the whole window (filter state starts at rest)."""
+    bands = tuple(b for b in bands if abs(b.gain_db) > 1e-3)
+    if not bands:
+        return audio
+    sos = np.stack([biquad_sos(b, rate) for b in bands])
+    return sosfilt(sos, audio, axis=0).astype(np.float32)
+
+
+# --- Dynamics -------------------------------------------------------------
+
+
+def _one_pole(x: np.ndarray, rate: int, time_ms: float) -> np.ndarray:
+    """y[n] = y[n-1] + (1 - exp(-1/(tau·rate))) (x[n] - y[n-1]), starting at x[0]."""
+    coeff = math.exp(-1000.0 / (time_ms * rate))
+    y, _ = lfilter([1.0 - coeff], [1.0, -coeff], x, zi=[coeff * x[0]] if len(x) else [0.0])
+    return np.asarray(y)
+
+
+@dataclass(frozen=True)
+class Compressor:
+    """Feed-forward RMS compressor with a soft knee; threshold in dBFS, times in ms."""
+
+    threshold_db: float
+    ratio: float
+    knee_db: float = 6.0
+    rms_ms: float = 10.0
+    smoothing_ms: float = 80.0
+
+
+def compress(audio: np.ndarray, rate: int, comp: Compressor) -> np.ndarray:
+    """Linked-stereo compression: one gain curve for all channels.
+
+    Level: one-pole mean square over `rms_ms`. Static curve: the soft-knee
+    gain computer of Giannoulis, Massberg & Reiss (JAES 2012, eq. 4). The
+    gain in dB is smoothed by a one-pole filter of `smoothing_ms`.
+    """
+    if len(audio) == 0 or comp.ratio <= 1.0:
+        return audio
+    power = np.mean(audio.astype(np.float64) ** 2, axis=1)
+    level_db = 10.0 * np.log10(_one_pole(power, rate, comp.rms_ms) + 1e-12)
+    over = level_db - comp.threshold_db
+    slope = 1.0 - 1.0 / comp.ratio
+    half = comp.knee_db / 2.0
+    reduction = np.where(
+        over <= -half,
+        0.0,
+        np.where(over >= half, slope * over, slope * (over + half) ** 2 / (2.0 * comp.knee_db)),
+    )
+    gain_db = -_one_pole(reduction, rate, comp.smoothing_ms)
+    return (audio * (10.0 ** (gain_db / 20.0))[:, None]).astype(np.float32)
+
+
+def true_peak_envelope(audio: np.ndarray) -> np.ndarray:
+    """Per-sample true peak, shape (n,): max over channels and 4x interpolated phases."""
+    mags = np.abs(audio).max(axis=1).astype(np.float64)
+    for phase in _TP_PHASES:
+        filtered = lfilter(phase, [1.0], audio, axis=0)
+        # The filter delays by 5.5 samples; shift so phase values sit near their sample.
+        mags = np.maximum(mags, np.pad(np.abs(filtered).max(axis=1), (0, 6))[6:])
+    return mags
+
+
+@dataclass(frozen=True)
+class Limiter:
+    """Look-ahead true-peak limiter; ceiling in dBTP, times in ms."""
+
+    ceiling_db: float = -1.0
+    lookahead_ms: float = 5.0
+    hold_ms: float = 30.0
+    margin_db: float = 0.3  # interpolation and smoothing error allowance
+
+
+def limit(audio: np.ndarray, rate: int, lim: Limiter) -> np.ndarray:
+    """Keep the true peak under the ceiling with a smooth gain that starts before each peak.
+
+    Required gain g = min(1, ceiling / true_peak). A minimum filter spreading
+    it over look-ahead + hold on both sides, then a moving average over the
+    look-ahead, gives a gain that is at or below g at every peak (every sample
+    of the average window lies within reach of the peak's minimum filter).
+    """
+    if len(audio) == 0:
+        return audio
+    ceiling = db_to_gain(lim.ceiling_db - lim.margin_db)
+    peak = true_peak_envelope(audio)
+    need = np.minimum(1.0, ceiling / np.maximum(peak, 1e-12))
+    if need.min() >= 1.0:
+        return audio
+    look = max(1, round(lim.lookahead_ms * rate / 1000.0))
+    hold = max(1, round(lim.hold_ms * rate / 1000.0))
+    spread = minimum_filter1d(need, size=2 * (look + hold) + 1, mode="nearest")
+    gain = uniform_filter1d(spread, size=look + 1, mode="nearest")
+    return (audio * gain[:, None]).astype(np.float32)
+
+
+def blend(dry: np.ndarray, wet: np.ndarray, intensity: float) -> np.ndarray:
+    """Intensity 0 returns `dry` itself, 1 returns `wet`, linear in between."""
+    if intensity <= 0.0:
+        return dry
+    if intensity >= 1.0:
+        return wet
+    return (dry + np.float32(intensity) * (wet - dry)).astype(np.float32)

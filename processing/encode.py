@@ -1,0 +1,199 @@
+"""Encoding PCM with ffmpeg (argv built by ffmpeg-python) into codec packets.
+
+The encoders return raw access units (AAC frames without ADTS headers, FLAC
+frames without the stream header) so that the fMP4 writer can package them
+with exact timestamps (SPEC §6).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+
+import ffmpeg
+import numpy as np
+
+from processing.errors import EncodeError
+from processing.plan import FRAME_SAMPLES
+
+FLAC_BLOCK_SAMPLES = 4096
+FLAC_BITS = 24
+ENCODE_TIMEOUT_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Rendition:
+    """One encoding of the stream, listed as one variant of the master playlist."""
+
+    name: str
+    codec: str  # "aac" or "flac"
+    bitrate: int  # nominal bits per second for stereo (AAC target, FLAC estimate)
+    codec_string: str  # RFC 6381, for CODECS=
+
+    def nominal_bitrate(self, channels: int) -> int:
+        return self.bitrate if channels >= 2 else self.bitrate // 2
+
+
+RENDITIONS: dict[str, Rendition] = {
+    "aac": Rendition("aac", "aac", 256_000, "mp4a.40.2"),
+    "aac-lo": Rendition("aac-lo", "aac", 128_000, "mp4a.40.2"),
+    "flac": Rendition("flac", "flac", 1_500_000, "fLaC"),
+}
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One access unit and the number of samples it decodes to."""
+
+    data: bytes
+    samples: int
+
+
+def _run(argv: list[str], pcm: bytes, what: str) -> bytes:
+    try:
+        proc = subprocess.run(argv, input=pcm, capture_output=True, timeout=ENCODE_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired as exc:
+        raise EncodeError(f"{what} timed out") from exc
+    except OSError as exc:
+        raise EncodeError(f"{what} could not start ({exc})") from exc
+    if proc.returncode != 0:
+        raise EncodeError(f"{what} failed with exit code {proc.returncode}", proc.stderr)
+    return proc.stdout
+
+
+def aac_argv(rate: int, channels: int, bitrate: int) -> list[str]:
+    stream = ffmpeg.input("pipe:0", format="f32le", ar=rate, ac=channels)
+    stream = ffmpeg.output(
+        stream, "pipe:1", format="adts", acodec="aac", audio_bitrate=bitrate, threads=1
+    )
+    return ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", *ffmpeg.get_args(stream)]
+
+
+def encode_aac(pcm: np.ndarray, rate: int, bitrate: int) -> list[Packet]:
+    """AAC-LC packets of (n, channels) float32 PCM, priming packet first.
+
+    ffmpeg's native encoder yields ceil(n / 1024) + 1 packets: packet j is the
+    MDCT of input [(j-1)·1024, (j+1)·1024) and decodes to [(j-1)·1024, j·1024).
+    """
+    channels = pcm.shape[1]
+    data = np.ascontiguousarray(pcm, dtype="<f4").tobytes()
+    adts = _run(aac_argv(rate, channels, bitrate), data, "AAC encoding")
+    packets = [Packet(p, FRAME_SAMPLES) for p in split_adts(adts)]
+    expected = -(-len(pcm) // FRAME_SAMPLES) + 1
+    if len(packets) != expected:
+        raise EncodeError(f"AAC encoder gave {len(packets)} packets, expected {expected}")
+    return packets
+
+
+def split_adts(data: bytes) -> list[bytes]:
+    """Raw AAC payloads of an ADTS stream (7-byte header, 9 with CRC)."""
+    out = []
+    pos = 0
+    while pos + 7 <= len(data):
+        if data[pos] != 0xFF or (data[pos + 1] & 0xF0) != 0xF0:
+            raise EncodeError(f"ADTS sync lost at byte {pos}")
+        header = 7 if data[pos + 1] & 0x01 else 9  # protection_absent = 1: no CRC
+        size = ((data[pos + 3] & 0x03) << 11) | (data[pos + 4] << 3) | (data[pos + 5] >> 5)
+        if size < header or pos + size > len(data):
+            raise EncodeError(f"ADTS frame at byte {pos} is truncated")
+        out.append(data[pos + header : pos + size])
+        pos += size
+    if pos != len(data):
+        raise EncodeError("ADTS stream ends inside a header")
+    return out
+
+
+def to_pcm24(audio: np.ndarray) -> np.ndarray:
+    """Quantize float PCM to 24 bits, left-aligned in int32 (value << 8).
+
+    The one rounding used by both the FLAC rendition and `hls-origin render`,
+    so that they agree sample for sample.
+    """
+    scaled = np.rint(np.clip(audio.astype(np.float64), -1.0, 1.0) * (1 << 23))
+    return (np.clip(scaled, -(1 << 23), (1 << 23) - 1).astype(np.int32) << 8)
+
+
+def flac_argv(rate: int, channels: int) -> list[str]:
+    stream = ffmpeg.input("pipe:0", format="s32le", ar=rate, ac=channels)
+    stream = ffmpeg.output(
+        stream,
+        "pipe:1",
+        format="flac",
+        acodec="flac",
+        bits_per_raw_sample=FLAC_BITS,
+        frame_size=FLAC_BLOCK_SAMPLES,
+        compression_level=5,
+        threads=1,
+    )
+    return ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", *ffmpeg.get_args(stream)]
+
+
+def encode_flac(pcm24: np.ndarray, rate: int) -> list[Packet]:
+    """FLAC frames of (n, channels) int32 PCM from `to_pcm24`, 4096 samples each."""
+    channels = pcm24.shape[1]
+    raw = np.ascontiguousarray(pcm24, dtype="<i4").tobytes()
+    data = _run(flac_argv(rate, channels), raw, "FLAC encoding")
+    count = -(-len(pcm24) // FLAC_BLOCK_SAMPLES)
+    frames = split_flac(data, count)
+    sizes = [FLAC_BLOCK_SAMPLES] * (count - 1) + [len(pcm24) - FLAC_BLOCK_SAMPLES * (count - 1)]
+    return [Packet(f, n) for f, n in zip(frames, sizes, strict=True)]
+
+
+def _crc8(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def _flac_frame_number(data: bytes, pos: int) -> tuple[int, int] | None:
+    """(frame number, header length) if a valid fixed-blocksize header starts at pos."""
+    if pos + 6 > len(data) or data[pos] != 0xFF or data[pos + 1] != 0xF8:
+        return None
+    block_code, rate_code = data[pos + 2] >> 4, data[pos + 2] & 0x0F
+    first = data[pos + 4]
+    extra = 0
+    while extra < 6 and first & (0x80 >> extra):
+        extra += 1
+    if extra == 1 or extra > 6:
+        return None
+    number = first & (0x7F >> extra) if extra else first
+    cursor = pos + 5
+    for _ in range(max(extra - 1, 0)):
+        if cursor >= len(data) or data[cursor] & 0xC0 != 0x80:
+            return None
+        number = (number << 6) | (data[cursor] & 0x3F)
+        cursor += 1
+    cursor += {6: 1, 7: 2}.get(block_code, 0) + {12: 1, 13: 2, 14: 2}.get(rate_code, 0)
+    if cursor >= len(data) or _crc8(data[pos:cursor]) != data[cursor]:
+        return None
+    return number, cursor + 1 - pos
+
+
+def split_flac(data: bytes, count: int) -> list[bytes]:
+    """The `count` frames of a FLAC stream, found by header CRC and frame number."""
+    if data[:4] != b"fLaC":
+        raise EncodeError("FLAC stream has no fLaC marker")
+    pos, last = 4, False
+    while not last:
+        if pos + 4 > len(data):
+            raise EncodeError("FLAC metadata is truncated")
+        last = bool(data[pos] & 0x80)
+        pos += 4 + int.from_bytes(data[pos + 1 : pos + 4], "big")
+    starts = [pos]
+    for number in range(1, count):
+        probe = data.find(b"\xff\xf8", starts[-1] + 2)
+        while probe != -1:
+            header = _flac_frame_number(data, probe)
+            if header is not None and header[0] == number:
+                break
+            probe = data.find(b"\xff\xf8", probe + 1)
+        if probe == -1:
+            raise EncodeError(f"FLAC frame {number} of {count} not found")
+        starts.append(probe)
+    if _flac_frame_number(data, starts[0]) is None:
+        raise EncodeError("FLAC stream does not start with a frame")
+    ends = starts[1:] + [len(data)]
+    return [data[a:b] for a, b in zip(starts, ends, strict=True)]

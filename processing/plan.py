@@ -1,0 +1,96 @@
+"""Segment grid: where every segment starts and ends, in integer samples.
+
+Boundaries are a pure function of (track length, sample rate, segment seconds)
+so that the playlist builder and the segment producer compute them
+independently and always agree (SPEC §4). Every boundary sits on the global
+grid of 1024-sample codec frames (§6); only the end of the track may fall
+inside a frame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+FRAME_SAMPLES = 1024  # AAC-LC frame; also the grid every rendition shares
+DEFAULT_SEGMENT_SECONDS = 30.0
+DEFAULT_CONTEXT_SECONDS = 5.0
+DEFAULT_OVERLAP_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One media segment: samples [start, end) of the track."""
+
+    index: int
+    start: int
+    end: int
+    first_frame: int  # global frame index of `start`
+    end_frame: int  # one past the last frame touched by this segment
+
+    @property
+    def samples(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """The segment grid of one track at one sample rate."""
+
+    length: int  # track length in samples
+    rate: int  # samples per second
+    frames_per_segment: int
+    segments: tuple[Segment, ...]
+
+    @property
+    def total_frames(self) -> int:
+        """Codec frames needed to cover the track: ceil(length / 1024)."""
+        return -(-self.length // FRAME_SAMPLES)
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def __getitem__(self, index: int) -> Segment:
+        return self.segments[index]
+
+
+def plan_segments(length: int, rate: int, segment_seconds: float) -> SegmentPlan:
+    """Cut `length` samples into segments of about `segment_seconds` each.
+
+    Each segment but the last spans exactly `frames_per_segment` frames of
+    1024 samples, the whole number of frames nearest to `segment_seconds`.
+    """
+    if length <= 0:
+        raise ValueError(f"track length must be positive, got {length} samples")
+    if rate <= 0:
+        raise ValueError(f"sample rate must be positive, got {rate}")
+    if not (0.5 <= segment_seconds <= 600):
+        raise ValueError(f"segment seconds must be in [0.5, 600], got {segment_seconds}")
+    frames_per_segment = max(1, round(segment_seconds * rate / FRAME_SAMPLES))
+    total_frames = -(-length // FRAME_SAMPLES)
+    count = math.ceil(total_frames / frames_per_segment)
+    segments = []
+    for index in range(count):
+        first = index * frames_per_segment
+        end_frame = min(first + frames_per_segment, total_frames)
+        start = first * FRAME_SAMPLES
+        end = min(end_frame * FRAME_SAMPLES, length)
+        segments.append(Segment(index, start, end, first, end_frame))
+    return SegmentPlan(length, rate, frames_per_segment, tuple(segments))
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    """Context padding and crossfade overlap around each segment (§5), in samples."""
+
+    context: int
+    overlap: int
+
+    @classmethod
+    def from_seconds(
+        cls,
+        rate: int,
+        context_seconds: float = DEFAULT_CONTEXT_SECONDS,
+        overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
+    ) -> WindowSettings:
+        return cls(round(context_seconds * rate), round(overlap_seconds * rate))

@@ -1,0 +1,140 @@
+"""The one place that composes decode, chain, plan and encode into "segment n of a track".
+
+The processed program is one global signal, defined piecewise:
+
+- window k renders source samples [s_k - context, e_k + overlap + context]
+  through the chain and keeps [s_k, e_k + overlap) (`rendering k`);
+- on segment k's head [s_k, s_k + overlap) the program is a crossfade with
+  complementary gains from rendering k-1 to rendering k (the renderings are
+  coherent, so gains summing to one keep the level flat); elsewhere in
+  segment k it is rendering k.
+
+Each AAC segment encodes that signal from 64 frames of pre-roll before the
+segment to 2 frames after it and keeps exactly its own packets (§6); the
+FLAC segment encodes the segment's samples alone. Everything is a pure
+function of (source content, preset, intensity, rendition, index, settings).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from processing import chain
+from processing.analysis import Analysis
+from processing.decode import AudioSource
+from processing.encode import Packet, Rendition, encode_aac, encode_flac, to_pcm24
+from processing.plan import FRAME_SAMPLES, SegmentPlan, WindowSettings
+
+PREROLL_FRAMES = 64  # encoder rate control settles within ~40 frames (measured)
+POSTROLL_FRAMES = 2  # the last kept packet needs the next frame's MDCT input
+RENDER_MEMO_SIZE = 4  # window renderings kept per process (in-order reuse)
+
+
+@dataclass(frozen=True)
+class EncodedSegment:
+    """Packets of one segment and the global sample position (tfdt) of the first."""
+
+    index: int
+    base_decode_time: int
+    packets: tuple[Packet, ...]
+
+
+class Renderer:
+    """Renders the processed program of one track for one (preset, intensity)."""
+
+    def __init__(
+        self,
+        source: AudioSource,
+        plan: SegmentPlan,
+        window: WindowSettings,
+        analysis: Analysis | None,
+        intensity: float,
+    ) -> None:
+        self.source = source
+        self.plan = plan
+        self.window = window
+        self.analysis = analysis
+        self.intensity = intensity
+        self.bypass = analysis is None or chain.PRESETS[analysis.params.preset].bypass or intensity <= 0
+        self._memo: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def rendering(self, k: int) -> np.ndarray:
+        """Rendering k over [s_k, e_k + overlap): window k through the chain, context trimmed."""
+        if k in self._memo:
+            self._memo.move_to_end(k)
+            return self._memo[k]
+        seg = self.plan[k]
+        ctx, ovl = self.window.context, self.window.overlap
+        audio = self.source.read(seg.start - ctx, seg.end + ovl + ctx)
+        assert self.analysis is not None
+        out = chain.process(audio, self.source.rate, self.analysis.params, self.intensity)
+        kept = np.ascontiguousarray(out[ctx : len(out) - ctx])
+        self._memo[k] = kept
+        if len(self._memo) > RENDER_MEMO_SIZE:
+            self._memo.popitem(last=False)
+        return kept
+
+    def _crossfade(self, k: int) -> int:
+        return min(self.window.overlap, self.plan[k].samples)
+
+    def program(self, start: int, stop: int) -> np.ndarray:
+        """The global processed signal over [start, stop), zeros outside the track."""
+        if self.bypass:
+            return self.source.read(start, stop)
+        out = np.zeros((max(stop - start, 0), self.source.channels), dtype=np.float32)
+        lo, hi = max(start, 0), min(stop, self.plan.length)
+        if hi <= lo:
+            return out
+        first = lo // (self.plan.frames_per_segment * FRAME_SAMPLES)
+        last = (hi - 1) // (self.plan.frames_per_segment * FRAME_SAMPLES)
+        for k in range(first, last + 1):
+            seg = self.plan[k]
+            a, b = max(lo, seg.start), min(hi, seg.end)
+            piece = self.rendering(k)[a - seg.start : b - seg.start].copy()
+            fade = self._crossfade(k)
+            if k > 0 and a < seg.start + fade:
+                # Head of segment k: complementary crossfade from rendering k-1.
+                prev = self.plan[k - 1]
+                h = min(b, seg.start + fade)
+                incoming = ((np.arange(a, h) - seg.start + 0.5) / fade).astype(np.float32)[:, None]
+                older = self.rendering(k - 1)[a - prev.start : h - prev.start]
+                piece[: h - a] = older * (np.float32(1) - incoming) + piece[: h - a] * incoming
+            out[a - start : b - start] = piece
+        return out
+
+
+def encode_segment(renderer: Renderer, rendition: Rendition, index: int) -> EncodedSegment:
+    """Encode segment `index` of the renderer's program for one rendition (§6)."""
+    plan = renderer.plan
+    seg = plan[index]
+    rate = renderer.source.rate
+    if rendition.codec == "flac":
+        pcm = to_pcm24(renderer.program(seg.start, seg.end))
+        return EncodedSegment(index, seg.start, tuple(encode_flac(pcm, rate)))
+    s, e = seg.first_frame, seg.end_frame
+    preroll = min(PREROLL_FRAMES, s)
+    feed_start = (s - preroll) * FRAME_SAMPLES
+    feed_stop = min((e + POSTROLL_FRAMES) * FRAME_SAMPLES, plan.length)
+    packets = encode_aac(renderer.program(feed_start, feed_stop), rate, rendition.nominal_bitrate(renderer.source.channels))
+    # Local packet i is global packet (s - preroll) + i. Keep global packets
+    # s+1 .. e (segment 0 also keeps the priming packet 0).
+    first_kept = s + 1 if index > 0 else 0
+    last_kept = e
+    local = slice(first_kept - (s - preroll), last_kept - (s - preroll) + 1)
+    kept = tuple(packets[local])
+    expected = last_kept - first_kept + 1
+    if len(kept) != expected:
+        raise AssertionError(f"segment {index}: kept {len(kept)} packets, expected {expected}")
+    # Global packet j decodes to the fixed-lead timeline position j · 1024.
+    return EncodedSegment(index, first_kept * FRAME_SAMPLES, kept)
+
+
+def render_whole(source: AudioSource, analysis: Analysis | None, intensity: float) -> np.ndarray:
+    """The reference: the whole track through the chain in one pass (no windows)."""
+    audio = source.read(0, source.length)
+    if analysis is None:
+        return audio
+    return chain.process(audio, source.rate, analysis.params, intensity)

@@ -1,0 +1,149 @@
+"""The library catalog: audio files under one root, with opaque track ids.
+
+The root is a jail: the scan does not follow symlinks, and a file whose real
+path leaves the root is skipped. Track ids are an HMAC of the relative path,
+so they reveal nothing and are never used to build a path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import mutagen
+
+from processing.decode import probe
+from processing.errors import DecodeError
+from storage.errors import TrackNotFound
+
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".w64"}
+)
+TRACK_ID_HEX = 16
+HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Track:
+    """One source file of the library, as served (rate and length at the output rate)."""
+
+    id: str
+    title: str
+    path: str  # relative to the library root, POSIX separators
+    file: Path
+    duration: float | None  # seconds; None when the file cannot be probed
+    rate: int | None
+    channels: int | None
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "path": self.path,
+            "duration": self.duration,
+            "sample_rate": self.rate,
+            "channels": self.channels,
+        }
+
+
+def track_id(secret: str, relative_path: str) -> str:
+    """Opaque id: HMAC-SHA256 of the relative path, first 16 hex digits."""
+    digest = hmac.new(secret.encode(), relative_path.encode("utf-8", "surrogateescape"), hashlib.sha256)
+    return digest.hexdigest()[:TRACK_ID_HEX]
+
+
+def _title(path: Path) -> str:
+    try:
+        tags = mutagen.File(str(path), easy=True)
+    except Exception:  # mutagen raises many types on odd files; a title is optional
+        tags = None
+    if tags is not None and tags.get("title"):
+        return str(tags["title"][0])
+    return path.stem.replace("_", " ")
+
+
+def _inside(root: Path, path: Path) -> bool:
+    try:
+        path.resolve(strict=True).relative_to(root)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+class Catalog:
+    """Scans a library root and looks tracks up by id."""
+
+    def __init__(self, root: Path, secret: str) -> None:
+        self.root = root.resolve()
+        self.secret = secret
+        self._tracks: dict[str, Track] = {}
+        self._fingerprints: dict[tuple[str, int, int], str] = {}
+        self._lock = threading.Lock()
+
+    def scan(self) -> list[Track]:
+        """Walk the root (no symlinked directories) and probe every audio file."""
+        found: dict[str, Track] = {}
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                file = Path(dirpath) / name
+                if name.startswith(".") or file.suffix.lower() not in AUDIO_EXTENSIONS:
+                    continue
+                if not _inside(self.root, file):
+                    continue  # a symlink out of the jail
+                relative = file.relative_to(self.root).as_posix()
+                track = self._probe(relative, file)
+                found[track.id] = track
+        with self._lock:
+            self._tracks = found
+        return self.tracks()
+
+    def _probe(self, relative: str, file: Path) -> Track:
+        tid = track_id(self.secret, relative)
+        try:
+            info = probe(file)
+        except DecodeError as exc:
+            return Track(tid, file.stem, relative, file, None, None, None, str(exc))
+        return Track(tid, _title(file), relative, file, info.length / info.rate, info.rate, info.channels)
+
+    def tracks(self) -> list[Track]:
+        with self._lock:
+            return sorted(self._tracks.values(), key=lambda t: t.path)
+
+    def get(self, tid: str) -> Track:
+        with self._lock:
+            track = self._tracks.get(tid)
+        if track is None or not track.file.is_file():
+            raise TrackNotFound(tid)
+        return track
+
+    def fingerprint(self, track: Track) -> str:
+        """Content hash of the source (SHA-256, 24 hex digits), memoized by size and mtime.
+
+        Blocking (reads the file once per change): call it off the event loop.
+        """
+        try:
+            st = track.file.stat()
+        except FileNotFoundError as exc:
+            raise TrackNotFound(track.id) from exc
+        key = (track.path, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            known = self._fingerprints.get(key)
+        if known is not None:
+            return known
+        digest = hashlib.sha256()
+        try:
+            with open(track.file, "rb") as f:
+                while chunk := f.read(HASH_CHUNK):
+                    digest.update(chunk)
+        except FileNotFoundError as exc:
+            raise TrackNotFound(track.id) from exc
+        value = digest.hexdigest()[:24]
+        with self._lock:
+            self._fingerprints[key] = value
+        return value
