@@ -35,7 +35,14 @@ def full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
 def _descriptor(tag: int, payload: bytes) -> bytes:
     size = len(payload)
     # Four-byte expandable size, the form most muxers write.
-    encoded = bytes([0x80 | (size >> 21) & 0x7F, 0x80 | (size >> 14) & 0x7F, 0x80 | (size >> 7) & 0x7F, size & 0x7F])
+    encoded = bytes(
+        [
+            0x80 | (size >> 21) & 0x7F,
+            0x80 | (size >> 14) & 0x7F,
+            0x80 | (size >> 7) & 0x7F,
+            size & 0x7F,
+        ]
+    )
     return bytes([tag]) + encoded + payload
 
 
@@ -53,14 +60,21 @@ def _esds(rate: int, channels: int, bitrate: int) -> bytes:
         + struct.pack(">II", bitrate, bitrate)
         + _descriptor(0x05, audio_specific_config(rate, channels)),
     )
-    es = _descriptor(0x03, struct.pack(">HB", TRACK_ID, 0) + decoder_config + _descriptor(0x06, b"\x02"))
+    es = _descriptor(
+        0x03, struct.pack(">HB", TRACK_ID, 0) + decoder_config + _descriptor(0x06, b"\x02")
+    )
     return full_box(b"esds", 0, 0, es)
 
 
 def flac_streaminfo(rate: int, channels: int) -> bytes:
     """34-byte STREAMINFO with only fixed fields (no totals, no MD5)."""
     packed = (rate << 44) | ((channels - 1) << 41) | ((FLAC_BITS - 1) << 36)
-    return struct.pack(">HH", 16, FLAC_BLOCK_SAMPLES) + b"\x00" * 6 + packed.to_bytes(8, "big") + b"\x00" * 16
+    return (
+        struct.pack(">HH", 16, FLAC_BLOCK_SAMPLES)
+        + b"\x00" * 6
+        + packed.to_bytes(8, "big")
+        + b"\x00" * 16
+    )
 
 
 def _dfla(rate: int, channels: int) -> bytes:

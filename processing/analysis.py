@@ -46,7 +46,9 @@ class Analysis:
         params = chain.ChainParams(
             p["preset"], p["gain_db"], tuple(Biquad(**b) for b in p["corrective"])
         )
-        return cls(data["loudness_lufs"], data["true_peak_dbtp"], data["tilt_db_per_octave"], params)
+        return cls(
+            data["loudness_lufs"], data["true_peak_dbtp"], data["tilt_db_per_octave"], params
+        )
 
 
 def excerpts(source: AudioSource) -> list[tuple[np.ndarray, int]]:
@@ -94,7 +96,10 @@ def corrective_eq(tilt: float) -> tuple[Biquad, ...]:
     """Shelves that turn the measured tilt toward the balanced target."""
     delta = TARGET_TILT_DB_PER_OCTAVE - tilt
     shelf = float(np.clip(delta * 2.5, -MAX_CORRECTION_DB, MAX_CORRECTION_DB))
-    return (Biquad("lowshelf", 150.0, round(-shelf / 2, 3)), Biquad("highshelf", 4000.0, round(shelf / 2, 3)))
+    return (
+        Biquad("lowshelf", 150.0, round(-shelf / 2, 3)),
+        Biquad("highshelf", 4000.0, round(shelf / 2, 3)),
+    )
 
 
 def _pooled_loudness(parts: list[tuple[np.ndarray, int]], rate: int) -> float:

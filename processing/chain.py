@@ -75,7 +75,9 @@ class ChainParams:
     corrective: tuple[Biquad, ...] = ()
 
 
-def pre_gain(audio: np.ndarray, rate: int, preset: Preset, corrective: tuple[Biquad, ...]) -> np.ndarray:
+def pre_gain(
+    audio: np.ndarray, rate: int, preset: Preset, corrective: tuple[Biquad, ...]
+) -> np.ndarray:
     """EQ and compression: the part of the chain whose output level sets the gain."""
     out = dsp.equalize(audio, rate, corrective + preset.eq)
     if preset.compressor is not None:

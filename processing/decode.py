@@ -81,9 +81,7 @@ def _probe_ffmpeg(path: Path) -> SourceInfo:
         "-of", "default=nw=1", str(path),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, timeout=60)
-    fields = dict(
-        line.split("=", 1) for line in proc.stdout.decode().splitlines() if "=" in line
-    )
+    fields = dict(line.split("=", 1) for line in proc.stdout.decode().splitlines() if "=" in line)
     if proc.returncode != 0 or "sample_rate" not in fields:
         raise DecodeError(f"{path.name}: not a readable audio file")
     try:

@@ -77,7 +77,9 @@ def biquad_sos(band: Biquad, rate: int) -> np.ndarray:
         ]
     else:
         raise ValueError(f"unknown biquad kind {band.kind!r}")
-    return np.array([b[0] / den[0], b[1] / den[0], b[2] / den[0], 1.0, den[1] / den[0], den[2] / den[0]])
+    return np.array(
+        [b[0] / den[0], b[1] / den[0], b[2] / den[0], 1.0, den[1] / den[0], den[2] / den[0]]
+    )
 
 
 def equalize(audio: np.ndarray, rate: int, bands: tuple[Biquad, ...]) -> np.ndarray:

@@ -110,7 +110,7 @@ def to_pcm24(audio: np.ndarray) -> np.ndarray:
     so that they agree sample for sample.
     """
     scaled = np.rint(np.clip(audio.astype(np.float64), -1.0, 1.0) * (1 << 23))
-    return (np.clip(scaled, -(1 << 23), (1 << 23) - 1).astype(np.int32) << 8)
+    return np.clip(scaled, -(1 << 23), (1 << 23) - 1).astype(np.int32) << 8
 
 
 def flac_argv(rate: int, channels: int) -> list[str]:

@@ -43,7 +43,9 @@ def k_weighting_sos(rate: int) -> np.ndarray:
         else:
             b = [(1 + cos_w) / 2, -(1 + cos_w), (1 + cos_w) / 2]
             den = [1 + alpha, -2 * cos_w, 1 - alpha]
-        sections.append([b[0] / den[0], b[1] / den[0], b[2] / den[0], 1.0, den[1] / den[0], den[2] / den[0]])
+        sections.append(
+            [b[0] / den[0], b[1] / den[0], b[2] / den[0], 1.0, den[1] / den[0], den[2] / den[0]]
+        )
     return np.array(sections)
 
 

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from processing import chain
-from processing.analysis import Analysis
+from processing.analysis import Analysis, analyze
 from processing.decode import AudioSource
 from processing.encode import Packet, Rendition, encode_aac, encode_flac, to_pcm24
 from processing.plan import FRAME_SAMPLES, SegmentPlan, WindowSettings
@@ -58,7 +60,9 @@ class Renderer:
         self.window = window
         self.analysis = analysis
         self.intensity = intensity
-        self.bypass = analysis is None or chain.PRESETS[analysis.params.preset].bypass or intensity <= 0
+        self.bypass = (
+            analysis is None or chain.PRESETS[analysis.params.preset].bypass or intensity <= 0
+        )
         self._memo: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def rendering(self, k: int) -> np.ndarray:
@@ -118,7 +122,11 @@ def encode_segment(renderer: Renderer, rendition: Rendition, index: int) -> Enco
     preroll = min(PREROLL_FRAMES, s)
     feed_start = (s - preroll) * FRAME_SAMPLES
     feed_stop = min((e + POSTROLL_FRAMES) * FRAME_SAMPLES, plan.length)
-    packets = encode_aac(renderer.program(feed_start, feed_stop), rate, rendition.nominal_bitrate(renderer.source.channels))
+    packets = encode_aac(
+        renderer.program(feed_start, feed_stop),
+        rate,
+        rendition.nominal_bitrate(renderer.source.channels),
+    )
     # Local packet i is global packet (s - preroll) + i. Keep global packets
     # s+1 .. e (segment 0 also keeps the priming packet 0).
     first_kept = s + 1 if index > 0 else 0
@@ -138,3 +146,14 @@ def render_whole(source: AudioSource, analysis: Analysis | None, intensity: floa
     if analysis is None:
         return audio
     return chain.process(audio, source.rate, analysis.params, intensity)
+
+
+def render_file(source_path: Path, out: Path, preset: str, intensity: float, scratch: Path) -> None:
+    """`hls-origin render`: write the whole-track reference as WAV (float) or FLAC (24-bit)."""
+    source = AudioSource(source_path, scratch, "render")
+    analysis = None if preset == "original" else analyze(source, preset)
+    audio = render_whole(source, analysis, float(chain.canonical_intensity(intensity)))
+    if out.suffix.lower() == ".flac":
+        sf.write(str(out), to_pcm24(audio), source.rate, subtype="PCM_24", format="FLAC")
+    else:
+        sf.write(str(out), audio, source.rate, subtype="FLOAT", format="WAV")

@@ -60,5 +60,7 @@ class DiskCache:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         except OSError as exc:
-            raise CacheWriteError(f"cannot write cache entry {'/'.join(parts)}: {exc.strerror}") from exc
+            raise CacheWriteError(
+                f"cannot write cache entry {'/'.join(parts)}: {exc.strerror}"
+            ) from exc
         return path

@@ -53,7 +53,9 @@ class Track:
 
 def track_id(secret: str, relative_path: str) -> str:
     """Opaque id: HMAC-SHA256 of the relative path, first 16 hex digits."""
-    digest = hmac.new(secret.encode(), relative_path.encode("utf-8", "surrogateescape"), hashlib.sha256)
+    digest = hmac.new(
+        secret.encode(), relative_path.encode("utf-8", "surrogateescape"), hashlib.sha256
+    )
     return digest.hexdigest()[:TRACK_ID_HEX]
 
 
@@ -109,7 +111,9 @@ class Catalog:
             info = probe(file)
         except DecodeError as exc:
             return Track(tid, file.stem, relative, file, None, None, None, str(exc))
-        return Track(tid, _title(file), relative, file, info.length / info.rate, info.rate, info.channels)
+        return Track(
+            tid, _title(file), relative, file, info.length / info.rate, info.rate, info.channels
+        )
 
     def tracks(self) -> list[Track]:
         with self._lock:

@@ -1,0 +1,379 @@
+"""The aiohttp application: factory, resources and thin route handlers (SPEC §3)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from hls import fmp4, playlist
+from hls.errors import BadParameter, NotFound, classify
+from hls.jobs import PreparedSource, SourceRef, StreamSpec, plan_for, segment_pcm16
+from hls.production import ON_DEMAND, Production, StreamState
+from hls.settings import Settings
+from processing.chain import PRESET_NAMES, canonical_intensity
+from processing.encode import RENDITIONS
+from processing.plan import SegmentPlan
+from storage.cache import DiskCache
+from storage.catalog import Catalog, Track
+from storage.demo import ensure_demo_library
+
+log = logging.getLogger("hls.app")
+
+STATIC_DIR = Path(__file__).parent / "static"
+HLS_JS = Path(__file__).resolve().parent.parent / "node_modules" / "hls.js" / "dist" / "hls.min.js"
+TRACK_ID = re.compile(r"^[0-9a-f]{16}$")
+INTENSITY_TEXT = re.compile(r"^(\d{1,3}(\.\d{0,8})?|\.\d{1,8})$")
+SEGMENT_NAME = re.compile(r"^(0|[1-9]\d{0,6})\.m4s$")
+LIVE_CACHE = "public, max-age=1"
+PLAYLIST_CACHE = "public, max-age=60"
+SEGMENT_CACHE = "public, max-age=86400"
+
+SETTINGS = web.AppKey("settings", Settings)
+CATALOG = web.AppKey("catalog", Catalog)
+CACHE = web.AppKey("cache", DiskCache)
+PRODUCTION = web.AppKey("production", Production)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "hls_origin_requests", "HTTP responses by status", ["status"], registry=self.registry
+        )
+        self.segment_seconds = Histogram(
+            "hls_origin_segment_production_seconds",
+            "Time from request to produced segment",
+            ["rendition"],
+            registry=self.registry,
+        )
+
+
+METRICS = web.AppKey("metrics", Metrics)
+
+
+# --- Parameters -----------------------------------------------------------
+
+
+def parse_preset(text: str) -> str:
+    if text not in PRESET_NAMES:
+        raise BadParameter(f"unknown preset {text!r}; expected one of {', '.join(PRESET_NAMES)}")
+    return text
+
+
+def parse_intensity(text: str) -> str:
+    """Canonical spelling of an intensity in [0, 1], quantized to steps of 0.05."""
+    if not INTENSITY_TEXT.match(text):
+        raise BadParameter(f"intensity must be a decimal number in [0, 1], got {text[:20]!r}")
+    try:
+        value = Decimal(text)
+    except InvalidOperation as exc:
+        raise BadParameter(f"intensity must be a decimal number in [0, 1], got {text!r}") from exc
+    if not Decimal(0) <= value <= Decimal(1):
+        raise BadParameter(f"intensity must be in [0, 1], got {text}")
+    return canonical_intensity(float(value))
+
+
+def parse_rendition(text: str) -> str:
+    if text not in RENDITIONS:
+        raise BadParameter(f"unknown rendition {text!r}; expected one of {', '.join(RENDITIONS)}")
+    return text
+
+
+# --- Streams --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stream:
+    track: Track
+    spec: StreamSpec
+    source: PreparedSource
+    plan: SegmentPlan
+
+
+def _canonical_or_redirect(request: web.Request) -> tuple[str, str]:
+    preset = parse_preset(request.match_info["preset"])
+    given = request.match_info["intensity"]
+    intensity = parse_intensity(given)
+    if given != intensity:
+        parts = request.path.split("/")
+        parts[parts.index(given)] = intensity
+        location = "/".join(parts) + (f"?{request.query_string}" if request.query_string else "")
+        raise web.HTTPMovedPermanently(location)
+    return preset, intensity
+
+
+async def resolve_stream(request: web.Request) -> Stream:
+    """Track, processing spec, exact source properties and segment plan of a URL."""
+    preset, intensity = _canonical_or_redirect(request)
+    return await open_stream(request.app, request.match_info["track"], preset, intensity)
+
+
+async def open_stream(app: web.Application, tid: str, preset: str, intensity: str) -> Stream:
+    if not TRACK_ID.match(tid):
+        raise NotFound(f"no track with id {tid[:40]!r}")
+    catalog, settings = app[CATALOG], app[SETTINGS]
+    track = catalog.get(tid)
+    key = await asyncio.to_thread(catalog.fingerprint, track)
+    source = SourceRef(str(track.file), key)
+    cache_dir = str(app[CACHE].root)
+    prepared = await app[PRODUCTION].prepare(source, cache_dir)
+    spec = StreamSpec(
+        source, preset, intensity, settings.segment_seconds,
+        settings.context_seconds, settings.overlap_seconds, cache_dir,
+    )  # fmt: skip
+    return Stream(track, spec, prepared, plan_for(spec, prepared.length, prepared.rate))
+
+
+def _text(body: str, content_type: str, cache: str) -> web.Response:
+    return web.Response(text=body, content_type=content_type, headers={"Cache-Control": cache})
+
+
+M3U8 = "application/vnd.apple.mpegurl"
+
+
+# --- Handlers -------------------------------------------------------------
+
+
+async def index_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html")
+
+
+async def hls_js(request: web.Request) -> web.FileResponse:
+    if not HLS_JS.is_file():
+        raise NotFound("hls.js is not installed (run make run)")
+    return web.FileResponse(HLS_JS, headers={"Cache-Control": "public, max-age=3600"})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+async def tracks(request: web.Request) -> web.Response:
+    return web.json_response({"tracks": [t.to_json() for t in request.app[CATALOG].tracks()]})
+
+
+async def master(request: web.Request) -> web.Response:
+    stream = await resolve_stream(request)
+    name = request.match_info["name"]
+    index_name = {"master.m3u8": "index.m3u8", "master-vod.m3u8": "vod.m3u8"}[name]
+    variants = [
+        playlist.Variant(r, f"{r.name}/{index_name}", stream.source.channels)
+        for r in RENDITIONS.values()
+    ]
+    return _text(playlist.master_playlist(variants), M3U8, PLAYLIST_CACHE)
+
+
+async def rendition_file(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    rendition = parse_rendition(request.match_info["rendition"])
+    if name not in ("index.m3u8", "vod.m3u8", "init.mp4") and not SEGMENT_NAME.match(name):
+        raise NotFound(f"no such file {name[:40]!r}")
+    stream = await resolve_stream(request)
+    production = request.app[PRODUCTION]
+    state = production.stream(stream.spec, rendition, stream.plan)
+    if name == "index.m3u8":
+        return await live_playlist(request, production, state)
+    if name == "vod.m3u8":
+        body = playlist.media_playlist(stream.plan, len(stream.plan), complete=True, live=False)
+        return _text(body, M3U8, PLAYLIST_CACHE)
+    if name == "init.mp4":
+        data = fmp4.init_segment(RENDITIONS[rendition], stream.source.rate, stream.source.channels)
+        return _bytes(
+            request,
+            data,
+            "audio/mp4",
+            f"init-{rendition}-{stream.source.rate}-{stream.source.channels}",
+        )
+    index = int(name.split(".")[0])
+    if index >= len(stream.plan):
+        raise NotFound(f"segment {index} is past the end (the track has {len(stream.plan)})")
+    path = await production.segment(state, index, ON_DEMAND)
+    etag = hashlib.sha256("/".join(stream.spec.segment_key(rendition, index)).encode()).hexdigest()[
+        :32
+    ]
+    data = await asyncio.to_thread(path.read_bytes)
+    return _bytes(request, data, "video/iso.segment", etag)
+
+
+def _bytes(request: web.Request, data: bytes, content_type: str, etag: str) -> web.Response:
+    headers = {"Cache-Control": SEGMENT_CACHE, "ETag": f'"{etag}"', "Content-Type": content_type}
+    if request.headers.get("If-None-Match") == f'"{etag}"':
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=data, headers=headers)
+
+
+async def live_playlist(
+    request: web.Request, production: Production, state: StreamState
+) -> web.Response:
+    """The live-then-VOD playlist, with blocking reload while incomplete (§4)."""
+    settings = request.app[SETTINGS]
+    production.ensure_background(state)
+    msn_text = request.query.get("_HLS_msn")
+    if msn_text is not None and not state.complete:
+        if not re.fullmatch(r"\d{1,9}", msn_text):
+            raise BadParameter(f"_HLS_msn must be a non-negative integer, got {msn_text[:20]!r}")
+        msn = int(msn_text)
+        if msn > state.listed - 1 + 2:
+            raise BadParameter(
+                f"_HLS_msn={msn} is more than two past the last segment ({state.listed - 1})"
+            )
+        await production.wait_listed(state, msn + 1, settings.blocking_reload_seconds)
+    if state.listed == 0:
+        await production.segment(state, 0, ON_DEMAND)
+    body = playlist.media_playlist(state.plan, state.listed, complete=state.complete, live=True)
+    return _text(body, M3U8, PLAYLIST_CACHE if state.complete else LIVE_CACHE)
+
+
+async def status(request: web.Request) -> web.Response:
+    stream = await resolve_stream(request)
+    production = request.app[PRODUCTION]
+    renditions = {}
+    for name in RENDITIONS:
+        state = production.known_stream(stream.spec, name) or production.stream(
+            stream.spec, name, stream.plan
+        )
+        renditions[name] = {
+            "done": len(state.done),
+            "total": len(stream.plan),
+            "state": state.state,
+        }
+    return web.json_response(
+        {
+            "track": stream.track.id,
+            "preset": stream.spec.preset,
+            "intensity": stream.spec.intensity,
+            "duration": stream.source.length / stream.source.rate,
+            "renditions": renditions,
+        }
+    )
+
+
+def wav_header(rate: int, channels: int, frames: int) -> bytes:
+    """RIFF/WAVE header for 16-bit PCM of known length."""
+    data_size = frames * channels * 2
+    block = channels * 2
+    fmt = struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block, block, 16)
+    riff = struct.pack("<I", 36 + data_size)
+    return b"RIFF" + riff + b"WAVE" + b"fmt " + fmt + b"data" + struct.pack("<I", data_size)
+
+
+async def progressive(request: web.Request) -> web.StreamResponse:
+    """The original design's progressive WAV stream, produced segment by segment."""
+    catalog = request.app[CATALOG]
+    tid = request.match_info["track"]
+    if not TRACK_ID.match(tid):
+        raise NotFound(f"no track with id {tid[:40]!r}")
+    enhanced = request.query.get("enhanced", "1")
+    if enhanced not in ("0", "1"):
+        raise BadParameter(f"enhanced must be 0 or 1, got {enhanced[:20]!r}")
+    track = catalog.get(tid)
+    if enhanced == "0":
+        return web.FileResponse(track.file)
+    preset = parse_preset(request.query.get("preset", "adaptive"))
+    intensity = parse_intensity(request.query.get("intensity", "1.00"))
+    stream = await open_stream(request.app, tid, preset, intensity)
+    production = request.app[PRODUCTION]
+    response = web.StreamResponse(
+        headers={"Content-Type": "audio/wav", "Cache-Control": "no-store"}
+    )
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    await response.write(
+        wav_header(stream.source.rate, stream.source.channels, stream.source.length)
+    )
+    for index in range(len(stream.plan)):
+        pcm = await production.run(
+            ("pcm", stream.spec, index), ON_DEMAND, segment_pcm16, stream.spec, index
+        )
+        await response.write(pcm)
+    await response.write_eof()
+    return response
+
+
+# --- Errors, resources, factory -------------------------------------------
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics_ = request.app[METRICS]
+    try:
+        response = await handler(request)
+    except web.HTTPRedirection:
+        metrics_.requests.labels("301").inc()
+        raise
+    except web.HTTPException as exc:
+        metrics_.requests.labels(str(exc.status)).inc()
+        body = {"error": exc.reason.lower(), "detail": f"{request.method} {request.path[:200]}"}
+        return web.json_response(body, status=exc.status)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        status_, error, detail = classify(exc)
+        if status_ >= 500:
+            log.exception("error serving %s", request.path)
+        headers = dict(getattr(exc, "headers", {}) or {})
+        if status_ == 503:
+            headers.setdefault("Retry-After", "2")
+        metrics_.requests.labels(str(status_)).inc()
+        return web.json_response(
+            {"error": error, "detail": detail}, status=status_, headers=headers
+        )
+    metrics_.requests.labels(str(response.status)).inc()
+    return response
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    cache_dir = settings.resolved_cache_dir
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    library = settings.library
+    if library is None:
+        library = await asyncio.to_thread(ensure_demo_library, cache_dir / "demo-library")
+    if not library.is_dir():
+        raise SystemExit(f"library {library} is not a directory")
+    catalog = Catalog(library, settings.secret)
+    await asyncio.to_thread(catalog.scan)
+    app[CATALOG] = catalog
+    app[CACHE] = DiskCache(cache_dir, settings.cache_max_bytes)
+    production = Production(app[CACHE], settings.workers)
+    production.on_segment = lambda rendition, seconds: (
+        app[METRICS].segment_seconds.labels(rendition).observe(seconds)
+    )
+    app[PRODUCTION] = production
+    await production.start()
+    yield
+    await production.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[json_errors])
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app.cleanup_ctx.append(_resources)
+    r = app.router
+    r.add_get("/", index_page)
+    r.add_get("/static/hls.min.js", hls_js)
+    r.add_get("/healthz", healthz)
+    r.add_get("/metrics", metrics)
+    r.add_get("/api/tracks", tracks)
+    r.add_get("/api/status/{track}/{preset}/{intensity}", status)
+    r.add_get("/api/player/stream/{track}", progressive)
+    r.add_get("/hls/{track}/{preset}/{intensity}/{name:master(-vod)?\\.m3u8}", master)
+    r.add_get("/hls/{track}/{preset}/{intensity}/{rendition}/{name}", rendition_file)
+    return app

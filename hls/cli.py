@@ -1,0 +1,77 @@
+"""Command line: parses arguments, builds settings, hands over. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from hls.settings import SETTINGS, Settings, from_sources
+from processing.chain import PRESET_NAMES
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hls-origin", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the library over HLS")
+    for setting in SETTINGS:
+        serve.add_argument(
+            setting.flag, type=setting.type, default=None,
+            help=f"{setting.help} [env {setting.env}]",
+        )  # fmt: skip
+    render = commands.add_parser("render", help="render a whole track in one pass (the reference)")
+    render.add_argument("source", type=Path)
+    render.add_argument("out", type=Path, help="output .wav or .flac")
+    render.add_argument("--preset", choices=PRESET_NAMES, default="adaptive")
+    render.add_argument("--intensity", type=float, default=1.0)
+    return parser
+
+
+async def _serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    from hls.app import create_app
+
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else settings.port
+    print(f"hls-origin listening on http://{settings.host}:{port}/", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def _render(args: argparse.Namespace) -> None:
+    from processing.render import render_file
+
+    if not 0.0 <= args.intensity <= 1.0:
+        raise SystemExit(f"--intensity must be in [0, 1], got {args.intensity}")
+    with tempfile.TemporaryDirectory() as scratch:
+        render_file(args.source, args.out, args.preset, args.intensity, Path(scratch))
+    print(f"wrote {args.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "serve":
+        try:
+            settings = from_sources(vars(args), os.environ)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from exc
+        try:
+            asyncio.run(_serve(settings))
+        except KeyboardInterrupt:
+            pass
+    elif args.command == "render":
+        _render(args)
+    sys.exit(0)

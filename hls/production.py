@@ -1,0 +1,249 @@
+"""Scheduling of production work on a pool of worker processes.
+
+- A priority queue feeds one dispatcher per worker: segments a client waits
+  for (priority ON_DEMAND) go before background work (BACKGROUND).
+- Single flight: concurrent requests for the same missing segment share one
+  production.
+- A stream (track, preset, intensity, rendition) is produced in order in the
+  background once its live playlist is requested; its state tells playlists
+  how many segments are listed and wakes blocking reloads.
+- A client that disconnects does not cancel work that is queued or running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Hashable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hls import jobs
+from hls.jobs import PreparedSource, SourceRef, StreamSpec
+from processing.plan import SegmentPlan
+from storage.cache import DiskCache
+
+ON_DEMAND = 0
+PREPARE = 0
+BACKGROUND = 10
+
+log = logging.getLogger("hls.production")
+
+
+@dataclass(order=True)
+class _Job:
+    priority: int
+    sequence: int
+    key: Hashable = field(compare=False)
+    fn: Callable[..., Any] = field(compare=False)
+    args: tuple = field(compare=False)
+    future: asyncio.Future = field(compare=False)
+
+
+@dataclass
+class StreamState:
+    """Progress of one rendition of one stream."""
+
+    spec: StreamSpec
+    rendition: str
+    plan: SegmentPlan
+    done: set[int] = field(default_factory=set)
+    background: asyncio.Task[None] | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    error: BaseException | None = None
+
+    @property
+    def listed(self) -> int:
+        """Length of the contiguous prefix of produced segments."""
+        count = 0
+        while count in self.done:
+            count += 1
+        return count
+
+    @property
+    def complete(self) -> bool:
+        return len(self.done) == len(self.plan)
+
+    @property
+    def state(self) -> str:
+        if self.complete:
+            return "complete"
+        if self.error is not None and (self.background is None or self.background.done()):
+            return "failed"
+        if self.background is not None and not self.background.done():
+            return "producing"
+        return "idle"
+
+    def mark_done(self, index: int) -> None:
+        self.done.add(index)
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # Workers fork from a small server process that preloads the pipeline: no
+    # fork of the threaded event-loop process, and shared pages between workers.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["hls.jobs"])
+    return ctx
+
+
+class Production:
+    """The worker pool, its priority queue and the state of every stream."""
+
+    def __init__(self, cache: DiskCache, workers: int) -> None:
+        self.cache = cache
+        self.workers = workers
+        self._pool = ProcessPoolExecutor(workers, mp_context=_pool_context())
+        self._queue: asyncio.PriorityQueue[_Job] = asyncio.PriorityQueue()
+        self._running: set[Hashable] = set()
+        self._sequence = itertools.count()
+        self._inflight: dict[Hashable, asyncio.Future] = {}
+        self._streams: dict[tuple[StreamSpec, str], StreamState] = {}
+        self._prepared: dict[str, PreparedSource] = {}
+        self._dispatchers: list[asyncio.Task[None]] = []
+        self.produced = 0  # segments produced by this process (for metrics and tests)
+        self.on_segment: Callable[[str, float], None] | None = None
+
+    async def start(self) -> None:
+        self._dispatchers = [asyncio.create_task(self._dispatch()) for _ in range(self.workers)]
+
+    async def close(self) -> None:
+        for state in self._streams.values():
+            if state.background is not None:
+                state.background.cancel()
+        for task in self._dispatchers:
+            task.cancel()
+        await asyncio.gather(*self._dispatchers, return_exceptions=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    async def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            job = await self._queue.get()
+            key, fn, args, future = job.key, job.fn, job.args, job.future
+            if future.done() or key in self._running:
+                continue  # the same work queued again at another priority
+            self._running.add(key)
+            try:
+                result = await loop.run_in_executor(self._pool, fn, *args)
+            except BrokenProcessPool as exc:
+                log.error("worker pool broke; starting a new one")
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=_pool_context())
+                if not future.done():
+                    future.set_exception(exc)
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(result)
+            finally:
+                self._running.discard(key)
+
+    async def run(self, key: Hashable, priority: int, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run fn(*args) in a worker once per key; concurrent callers share the result."""
+        future = self._inflight.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._inflight[key] = future
+            future.add_done_callback(lambda _f: self._inflight.pop(key, None))
+            future.add_done_callback(_consume_exception)
+        self._queue.put_nowait(_Job(priority, next(self._sequence), key, fn, args, future))
+        return await asyncio.shield(future)
+
+    async def prepare(self, source: SourceRef, cache_dir: str) -> PreparedSource:
+        """Exact rate, channels and length of a source (converted once if needed)."""
+        known = self._prepared.get(source.key)
+        if known is None:
+            known = await self.run(
+                ("prepare", source.key), PREPARE, jobs.prepare, source, cache_dir
+            )
+            self._prepared[source.key] = known
+        return known
+
+    def stream(self, spec: StreamSpec, rendition: str, plan: SegmentPlan) -> StreamState:
+        key = (spec, rendition)
+        state = self._streams.get(key)
+        if state is None:
+            state = StreamState(spec, rendition, plan)
+            for index in range(len(plan)):
+                if self.cache.get(*spec.segment_key(rendition, index)) is not None:
+                    state.done.add(index)
+            self._streams[key] = state
+        return state
+
+    def known_stream(self, spec: StreamSpec, rendition: str) -> StreamState | None:
+        return self._streams.get((spec, rendition))
+
+    async def segment(self, state: StreamState, index: int, priority: int = ON_DEMAND) -> Path:
+        """The cached file of one segment, produced first if missing."""
+        key = state.spec.segment_key(state.rendition, index)
+        path = self.cache.get(*key)
+        if path is None:
+            started = time.monotonic()
+            await self.run(key, priority, jobs.produce_segment, state.spec, state.rendition, index)
+            if self.on_segment is not None:
+                self.on_segment(state.rendition, time.monotonic() - started)
+            self.produced += 1
+            path = self.cache.get(*key)
+            if path is None:
+                raise FileNotFoundError(f"segment {index} vanished from the cache")
+        if index not in state.done:
+            state.mark_done(index)
+        return path
+
+    def ensure_background(self, state: StreamState) -> None:
+        """Produce the rest of the stream in order, unless that is running or done."""
+        if state.complete or (state.background is not None and not state.background.done()):
+            return
+        state.background = asyncio.create_task(self._background(state))
+
+    async def _background(self, state: StreamState) -> None:
+        for index in range(len(state.plan)):
+            if index in state.done:
+                continue
+            try:
+                await self.segment(state, index, BACKGROUND)
+            except Exception as exc:
+                log.warning(
+                    "background production of %s/%s stopped at segment %d: %s",
+                    state.spec.source.key,
+                    state.rendition,
+                    index,
+                    exc,
+                )
+                state.error = exc
+                state.changed.set()
+                return
+
+    async def wait_listed(self, state: StreamState, count: int, timeout: float) -> None:
+        """Return once `count` segments are listed, the stream is complete, or `timeout` passes."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while state.listed < count and not state.complete:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0 or (state.error is not None and state.state == "failed"):
+                return
+            try:
+                await asyncio.wait_for(state.changed.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def streams_of(self, spec_match: Callable[[StreamSpec], bool]) -> list[StreamState]:
+        return [s for (spec, _), s in self._streams.items() if spec_match(spec)]
+
+
+def _consume_exception(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()  # mark retrieved: callers may all have gone
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
