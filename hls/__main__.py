@@ -1,0 +1,3 @@
+from hls.cli import main
+
+main()

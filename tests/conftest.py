@@ -1,0 +1,153 @@
+"""Shared fixtures: real tracks (or synthesized ones), real server processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parent.parent
+MUSIC = ROOT.parent / "shared" / "music"
+START_TIMEOUT = 60.0
+
+
+def music_file(name: str) -> Path | None:
+    path = MUSIC / name
+    return path if path.is_file() else None
+
+
+def synth_program(
+    seconds: float, rate: int = 44100, channels: int = 2, seed: int = 0
+) -> np.ndarray:
+    """Music-like test material: decaying tones on a beat grid plus a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * rate)) / rate
+    beat = t % 0.5
+    tone = 0.3 * np.sin(2 * np.pi * 220 * t) * np.exp(-beat * 4) + 0.2 * np.sin(2 * np.pi * 331 * t)
+    out = np.stack([tone * (0.8 + 0.2 * c) for c in range(channels)], axis=1)
+    out += 0.02 * rng.standard_normal(out.shape)
+    return (0.7 * out / np.abs(out).max()).astype(np.float32)
+
+
+def put_track(library: Path, name: str, seconds: float = 74.0) -> Path:
+    """Copy a real track into `library` (never into the repository), or synthesize one."""
+    library.mkdir(parents=True, exist_ok=True)
+    real = music_file(name)
+    if real is not None:
+        return Path(shutil.copy(real, library / name))
+    target = library / (Path(name).stem + ".flac")
+    sf.write(target, synth_program(seconds), 44100, subtype="PCM_16")
+    return target
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    cache_dir: Path
+    library: Path
+
+    def get(self, path: str, timeout: float = 60.0) -> tuple[int, dict[str, str], bytes]:
+        return http_get(self.url + path, timeout)
+
+    def json(self, path: str) -> dict:
+        status, _, body = self.get(path)
+        assert status == 200, (status, body[:300])
+        return json.loads(body)
+
+    def track_id(self, path_part: str) -> str:
+        for track in self.json("/api/tracks")["tracks"]:
+            if path_part in track["path"]:
+                return str(track["id"])
+        raise KeyError(path_part)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def http_get(url: str, timeout: float = 60.0) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def start_server(
+    *args: str, cache_dir: Path, library: Path | None, env: dict | None = None
+) -> Server:
+    cmd = [
+        sys.executable,
+        "-m",
+        "hls",
+        "serve",
+        "--port",
+        "0",
+        "--cache-dir",
+        str(cache_dir),
+        *args,
+    ]
+    if library is not None:
+        cmd += ["--library", str(library)]
+    process = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    deadline = time.monotonic() + START_TIMEOUT
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        match = re.search(r"listening on (http://\S+?)/?$", line.strip())
+        if match:
+            # Keep draining output so the server never blocks on a full pipe.
+            subprocess.Popen(["cat"], stdin=process.stdout, stdout=subprocess.DEVNULL)
+            return Server(match.group(1), process, cache_dir, library or Path())
+    process.kill()
+    raise RuntimeError(f"server did not start: {process.stdout.read() if process.stdout else ''}")
+
+
+@pytest.fixture(scope="session")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    lib = tmp_path_factory.mktemp("library")
+    put_track(lib, "wesnoth-battle-epic.ogg", 74.0)
+    return lib
+
+
+@pytest.fixture(scope="session")
+def server(library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One origin for the end-to-end tests: 10 s segments keep them quick."""
+    srv = start_server(
+        "--segment-seconds", "10", "--workers", "2",
+        cache_dir=tmp_path_factory.mktemp("cache"), library=library,
+    )  # fmt: skip
+    yield srv
+    srv.stop()

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+
+from processing.plan import FRAME_SAMPLES, plan_segments
+
+
+@pytest.mark.parametrize("rate", [44100, 48000])
+@pytest.mark.parametrize("length", [1, 1023, 1024, 1025, 1_323_000, 1_323_009, 4_203_958, 10**8])
+def test_segments_tile_the_track_on_the_frame_grid(rate: int, length: int) -> None:
+    plan = plan_segments(length, rate, 30.0)
+    assert plan.segments[0].start == 0
+    assert plan.segments[-1].end == length
+    for a, b in zip(plan.segments, plan.segments[1:], strict=False):
+        assert a.end == b.start
+        assert a.end % FRAME_SAMPLES == 0
+        assert a.end_frame == b.first_frame
+    assert plan.segments[-1].end_frame == plan.total_frames
+
+
+def test_thirty_second_segments_are_whole_frames_nearest_thirty_seconds() -> None:
+    assert plan_segments(10**7, 44100, 30.0).frames_per_segment == 1292  # 30.0002 s
+    assert plan_segments(10**7, 48000, 30.0).frames_per_segment == 1406  # 29.9947 s
+
+
+def test_a_thirty_second_track_is_one_segment_and_one_sample_more_is_two() -> None:
+    assert len(plan_segments(1_323_000, 44100, 30.0)) == 1
+    plan = plan_segments(1_323_009, 44100, 30.0)
+    assert [s.samples for s in plan.segments] == [1_323_008, 1]
+
+
+@pytest.mark.parametrize(
+    "args", [(0, 44100, 30.0), (100, 0, 30.0), (100, 44100, 0.1), (100, 44100, 1e9)]
+)
+def test_absurd_parameters_are_rejected(args: tuple[int, int, float]) -> None:
+    with pytest.raises(ValueError):
+        plan_segments(*args)
