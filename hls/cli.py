@@ -36,6 +36,8 @@ async def _serve(settings: Settings) -> None:
 
     from hls.app import create_app
 
+    if settings.library is not None and not settings.library.is_dir():
+        raise SystemExit(f"hls-origin: library {settings.library} is not a directory")
     runner = web.AppRunner(create_app(settings), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)

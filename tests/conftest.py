@@ -122,8 +122,10 @@ def start_server(
     )  # fmt: skip
     deadline = time.monotonic() + START_TIMEOUT
     assert process.stdout is not None
+    output = []
     while time.monotonic() < deadline:
         line = process.stdout.readline()
+        output.append(line)
         if not line:
             break
         match = re.search(r"listening on (http://\S+?)/?$", line.strip())
@@ -132,7 +134,7 @@ def start_server(
             subprocess.Popen(["cat"], stdin=process.stdout, stdout=subprocess.DEVNULL)
             return Server(match.group(1), process, cache_dir, library or Path())
     process.kill()
-    raise RuntimeError(f"server did not start: {process.stdout.read() if process.stdout else ''}")
+    raise RuntimeError("server did not start: " + "".join(output))
 
 
 @pytest.fixture(scope="session")

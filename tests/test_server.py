@@ -132,7 +132,8 @@ def test_every_segment_probes_and_the_stream_decodes_to_the_source_length(
         assert status == 200 and headers["ETag"]
         (tmp_path / "one.mp4").write_bytes(init + data)
         probe = subprocess.run(
-            ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,sample_rate", "-of", "json", str(tmp_path / "one.mp4")],
+            ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,sample_rate",
+             "-of", "json", str(tmp_path / "one.mp4")],
             capture_output=True, text=True,
         )  # fmt: skip
         assert probe.returncode == 0 and not probe.stderr, probe.stderr

@@ -1,0 +1,91 @@
+"""The command line: `make run`'s entry point, settings from flags and environment."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from hls.settings import SETTINGS, from_sources
+from tests.conftest import ROOT, Server, start_server
+from tests.helpers import parse_playlist
+
+
+def test_demo_library_server_starts_on_a_free_port(tmp_path: Path) -> None:
+    # `make run` runs `hls-origin serve` with no library: the demo library.
+    script = Path(sys.executable).parent / "hls-origin"
+    if not script.exists():
+        pytest.skip("console script not installed (make test installs it)")
+    proc = subprocess.Popen(
+        [str(script), "serve", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "HLS_ORIGIN_CACHE_DIR": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    while line and "listening on" not in line:
+        line = proc.stdout.readline()
+    match = re.search(r"listening on (http://127\.0\.0\.1:(\d+))/", line)
+    assert match and match.group(2) != "0", line
+    subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)
+    server = Server(match.group(1), proc, tmp_path / "cache", tmp_path)
+    try:
+        tracks = server.json("/api/tracks")["tracks"]
+        assert len(tracks) == 3 and all(t["duration"] > 60 for t in tracks)
+        status, _, body = server.get(f"/hls/{tracks[0]['id']}/adaptive/1.00/aac/index.m3u8")
+        assert status == 200 and parse_playlist(body).segments[0].uri == "0.m4s"
+        status, _, page = server.get("/")
+        assert status == 200 and b"<audio" in page
+    finally:
+        server.stop()
+
+
+def test_environment_fills_settings_and_flags_win() -> None:
+    env = {"HLS_ORIGIN_PORT": "9000", "HLS_ORIGIN_WORKERS": "3", "HLS_ORIGIN_SEGMENT_SECONDS": "6"}
+    settings = from_sources({"port": 9100, "workers": None}, env)
+    assert (settings.port, settings.workers, settings.segment_seconds) == (9100, 3, 6.0)
+    with pytest.raises(ValueError, match="HLS_ORIGIN_PORT"):
+        from_sources({}, {"HLS_ORIGIN_PORT": "70000"})
+
+
+def test_readme_documents_every_setting_and_opens_with_the_two_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for setting in SETTINGS:
+        assert setting.flag in readme and setting.env in readme, setting.name
+    blocks = re.findall(r"```(?:sh|bash)?\n(.*?)```", readme, re.S)
+    assert blocks and blocks[0].split() == ["make", "run", "make", "test"]
+
+
+def test_render_writes_the_whole_track_reference(tmp_path: Path) -> None:
+    src = tmp_path / "in.wav"
+    t = np.arange(44100 * 3) / 44100
+    sf.write(src, 0.3 * np.sin(2 * np.pi * 440 * t), 44100)
+    out = tmp_path / "out.flac"
+    proc = subprocess.run(
+        [sys.executable, "-m", "hls", "render", str(src), str(out), "--preset", "warm"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    info = sf.info(str(out))
+    assert (info.frames, info.samplerate, info.subtype) == (44100 * 3, 44100, "PCM_24")
+
+
+def test_serve_rejects_an_absurd_flag(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "hls", "serve", "--segment-seconds", "0"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "segment" in proc.stderr
+
+
+def test_a_library_path_that_is_not_a_directory_stops_with_a_message(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="not a directory"):
+        start_server(cache_dir=tmp_path / "c", library=tmp_path / "missing")
+    shutil.rmtree(tmp_path / "c", ignore_errors=True)
