@@ -23,7 +23,7 @@ from processing.plan import SegmentPlan, WindowSettings, plan_segments
 from processing.render import Renderer, encode_segment
 from storage.cache import DiskCache
 
-RENDERERS_PER_WORKER = 4
+RENDERERS_PER_WORKER = 2
 
 
 @dataclass(frozen=True)

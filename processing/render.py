@@ -32,7 +32,7 @@ from processing.plan import FRAME_SAMPLES, SegmentPlan, WindowSettings
 
 PREROLL_FRAMES = 64  # encoder rate control settles within ~40 frames (measured)
 POSTROLL_FRAMES = 2  # the last kept packet needs the next frame's MDCT input
-RENDER_MEMO_SIZE = 4  # window renderings kept per process (in-order reuse)
+RENDER_MEMO_SIZE = 3  # renderings k-1, k, k+1 of the segment being encoded
 
 
 @dataclass(frozen=True)

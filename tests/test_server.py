@@ -16,7 +16,7 @@ import soundfile as sf
 from hls import jobs
 from hls.jobs import SourceRef, StreamSpec
 from storage.catalog import Catalog
-from tests.conftest import Server
+from tests.conftest import Server, start_server
 from tests.helpers import decode, header_lines, parse_playlist
 
 TRACK = "battle-epic"
@@ -255,3 +255,21 @@ def test_metrics_and_health(server: Server) -> None:
     assert server.json("/healthz") == {"status": "ok"}
     status, _, body = server.get("/metrics")
     assert status == 200 and b"hls_origin_requests_total" in body
+
+
+def test_a_restarted_server_serves_the_cache_without_producing(server: Server) -> None:
+    tid = server.track_id(TRACK)
+    base = f"/hls/{tid}/adaptive/1.00/aac"
+    wait_complete(server, base)
+    second = start_server(
+        "--segment-seconds", "10", cache_dir=server.cache_dir, library=server.library
+    )
+    try:
+        status, _, body = second.get(f"{base}/index.m3u8")
+        assert status == 200 and b"#EXT-X-ENDLIST" in body
+        for seg in parse_playlist(body).segments:
+            assert second.get(f"{base}/{seg.uri}")[2] == server.get(f"{base}/{seg.uri}")[2]
+        _, _, metrics = second.get("/metrics")
+        assert b'hls_origin_segment_production_seconds_count{rendition="aac"}' not in metrics
+    finally:
+        second.stop()

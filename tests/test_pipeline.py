@@ -1,0 +1,143 @@
+"""The pipeline without a server: decode, encode, package, catalog."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from hls import fmp4, jobs
+from hls.jobs import SourceRef, StreamSpec
+from processing.decode import AudioSource, probe
+from processing.encode import RENDITIONS, encode_aac, encode_flac, split_adts, to_pcm24
+from processing.errors import DecodeError
+from storage.catalog import Catalog
+from tests.conftest import synth_program
+from tests.helpers import decode
+
+
+def spec_for(file: Path, cache: Path, preset: str = "original", seconds: float = 4.0) -> StreamSpec:
+    return StreamSpec(
+        SourceRef(str(file), file.stem), preset, "1.00", seconds, 5.0, 1.0, str(cache)
+    )
+
+
+def assemble(spec: StreamSpec, rendition: str, out: Path) -> tuple[int, int]:
+    info = jobs.prepare(spec.source, spec.cache_dir)
+    plan = jobs.plan_for(spec, info.length, info.rate)
+    parts = [fmp4.init_segment(RENDITIONS[rendition], info.rate, info.channels)]
+    for index in range(len(plan)):
+        jobs.produce_segment(spec, rendition, index)
+        parts.append(
+            Path(spec.cache_dir).joinpath(*spec.segment_key(rendition, index)).read_bytes()
+        )
+    out.write_bytes(b"".join(parts))
+    return info.length, info.channels
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_flac_rendition_of_original_decodes_bit_exactly(tmp_path: Path, channels: int) -> None:
+    src = tmp_path / "src.wav"
+    audio = synth_program(13.3, channels=channels)
+    sf.write(src, audio, 44100, subtype="PCM_24")
+    length, ch = assemble(spec_for(src, tmp_path / "cache"), "flac", tmp_path / "out.mp4")
+    decoded = decode(tmp_path / "out.mp4", ch, fmt="s32le")
+    expected = to_pcm24(sf.read(src, dtype="float32", always_2d=True)[0])
+    assert np.array_equal(decoded, expected)
+
+
+def test_aac_rendition_decodes_to_source_length_plus_priming(tmp_path: Path) -> None:
+    src = tmp_path / "src.flac"
+    sf.write(src, synth_program(9.5), 44100)
+    length, ch = assemble(
+        spec_for(src, tmp_path / "cache", "adaptive"), "aac-lo", tmp_path / "out.mp4"
+    )
+    decoded = decode(tmp_path / "out.mp4", ch)
+    assert len(decoded) == (-(-length // 1024) + 1) * 1024
+
+
+def test_segments_are_identical_in_any_order_and_process(tmp_path: Path) -> None:
+    src = tmp_path / "src.flac"
+    sf.write(src, synth_program(14.0), 44100)
+    forward, backward = (
+        spec_for(src, tmp_path / "a", "punchy"),
+        spec_for(src, tmp_path / "b", "punchy"),
+    )
+    info = jobs.prepare(forward.source, forward.cache_dir)
+    count = len(jobs.plan_for(forward, info.length, info.rate))
+    for index in range(count):
+        jobs.produce_segment(forward, "aac", index)
+    jobs._renderers.clear()  # as if another process
+    for index in reversed(range(count)):
+        jobs.produce_segment(backward, "aac", index)
+    for index in range(count):
+        a = Path(forward.cache_dir).joinpath(*forward.segment_key("aac", index)).read_bytes()
+        b = Path(backward.cache_dir).joinpath(*backward.segment_key("aac", index)).read_bytes()
+        assert a == b, index
+
+
+def test_adts_and_flac_framing() -> None:
+    pcm = synth_program(1.0)
+    packets = encode_aac(pcm, 44100, 128_000)
+    assert len(packets) == -(-len(pcm) // 1024) + 1
+    frames = encode_flac(to_pcm24(pcm), 44100)
+    assert [f.samples for f in frames] == [4096] * 10 + [44100 - 40960]
+    assert all(f.data[:2] == b"\xff\xf8" for f in frames)
+    with pytest.raises(Exception, match="ADTS"):
+        split_adts(b"\x00" * 20)
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "served_rate", "served_channels"),
+    [(22050, 1, 44100, 1), (96000, 2, 48000, 2), (48000, 6, 48000, 2), (44100, 1, 44100, 1)],
+)
+def test_odd_sources_are_resampled_and_downmixed(
+    tmp_path: Path, rate: int, channels: int, served_rate: int, served_channels: int
+) -> None:
+    src = tmp_path / "odd.wav"
+    sf.write(src, synth_program(2.0, rate=rate, channels=channels), rate, subtype="PCM_24")
+    info = probe(src)
+    source = AudioSource(src, tmp_path / "scratch", "odd")
+    assert (source.rate, source.channels) == (served_rate, served_channels)
+    assert abs(source.length - 2.0 * served_rate) <= 2 and info.rate == served_rate
+    window = source.read(-100, 1000)
+    assert window.shape == (1100, served_channels) and not window[:100].any()
+
+
+def test_garbage_with_an_audio_extension_is_a_decode_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ogg"
+    bad.write_bytes(os.urandom(5000))
+    with pytest.raises(DecodeError):
+        AudioSource(bad, tmp_path / "scratch", "bad")
+
+
+def test_catalog_is_a_jail_and_ids_are_stable(tmp_path: Path) -> None:
+    lib, outside = tmp_path / "lib", tmp_path / "outside"
+    (lib / "sub").mkdir(parents=True)
+    outside.mkdir()
+    sf.write(lib / "sub" / "a.wav", synth_program(1.0), 44100)
+    sf.write(outside / "secret.wav", synth_program(1.0), 44100)
+    (lib / "link.wav").symlink_to(outside / "secret.wav")
+    (lib / "linkdir").symlink_to(outside, target_is_directory=True)
+    (lib / "notes.txt").write_text("not audio")
+    tracks = Catalog(lib, "k").scan()
+    assert [t.path for t in tracks] == ["sub/a.wav"]
+    assert tracks[0].id == Catalog(lib, "k").scan()[0].id != Catalog(lib, "other").scan()[0].id
+
+
+def test_init_segment_is_fixed_and_probes(tmp_path: Path) -> None:
+    for name, rendition in RENDITIONS.items():
+        data = fmp4.init_segment(rendition, 44100, 2)
+        assert data == fmp4.init_segment(rendition, 44100, 2)
+        (tmp_path / f"{name}.mp4").write_bytes(data)
+        proc = subprocess.run(
+            ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,channels,sample_rate",
+             "-of", "csv=p=0", str(tmp_path / f"{name}.mp4")],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == f"{rendition.codec},44100,2"
