@@ -39,14 +39,21 @@ def assemble(spec: StreamSpec, rendition: str, out: Path) -> tuple[int, int]:
     return info.length, info.channels
 
 
-@pytest.mark.parametrize("channels", [1, 2])
-def test_flac_rendition_of_original_decodes_bit_exactly(tmp_path: Path, channels: int) -> None:
+@pytest.mark.parametrize(("channels", "preset"), [(1, "original"), (2, "original"), (2, "punchy")])
+def test_flac_rendition_decodes_bit_exactly_to_the_rendered_program(
+    tmp_path: Path, channels: int, preset: str
+) -> None:
     src = tmp_path / "src.wav"
     audio = synth_program(13.3, channels=channels)
     sf.write(src, audio, 44100, subtype="PCM_24")
-    length, ch = assemble(spec_for(src, tmp_path / "cache"), "flac", tmp_path / "out.mp4")
+    spec = spec_for(src, tmp_path / "cache", preset)
+    length, ch = assemble(spec, "flac", tmp_path / "out.mp4")
     decoded = decode(tmp_path / "out.mp4", ch, fmt="s32le")
-    expected = to_pcm24(sf.read(src, dtype="float32", always_2d=True)[0])
+    if preset == "original":
+        expected = to_pcm24(sf.read(src, dtype="float32", always_2d=True)[0])
+    else:
+        jobs._renderers.clear()
+        expected = to_pcm24(jobs.renderer_for(spec).program(0, length))
     assert np.array_equal(decoded, expected)
 
 

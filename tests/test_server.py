@@ -273,3 +273,30 @@ def test_a_restarted_server_serves_the_cache_without_producing(server: Server) -
         assert b'hls_origin_segment_production_seconds_count{rendition="aac"}' not in metrics
     finally:
         second.stop()
+
+
+def test_another_server_with_an_empty_cache_produces_identical_bytes(
+    server: Server, tmp_path: Path
+) -> None:
+    tid = server.track_id(TRACK)
+    other = start_server(
+        "--segment-seconds",
+        "10",
+        "--workers",
+        "1",
+        cache_dir=tmp_path / "fresh",
+        library=server.library,
+    )
+    try:
+        for rendition in ("aac", "flac"):
+            base = f"/hls/{tid}/punchy/1.00/{rendition}"
+            # Opposite orders: the session server forward, the fresh one backward.
+            _, _, body = server.get(f"{base}/vod.m3u8")
+            names = ["init.mp4"] + [s.uri for s in parse_playlist(body).segments]
+            ours = {name: server.get(f"{base}/{name}")[2] for name in names}
+            for name in reversed(names):
+                status, headers, data = other.get(f"{base}/{name}")
+                assert status == 200 and data == ours[name], (rendition, name)
+                assert headers["ETag"] == server.get(f"{base}/{name}")[1]["ETag"]
+    finally:
+        other.stop()

@@ -1,0 +1,36 @@
+"""Seam figures for the note: every track of ../shared/music, original preset, both AAC renditions.
+
+Run: .venv/bin/python benchmarks/seams.py
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from processing.encode import RENDITIONS  # noqa: E402
+from tests.conftest import MUSIC  # noqa: E402
+from tests.seams import check  # noqa: E402
+from tests.test_seams import write_stream  # noqa: E402
+
+
+def main() -> None:
+    files = sorted(MUSIC.glob("*.ogg"))
+    if not files:
+        raise SystemExit(f"no music in {MUSIC}")
+    for rendition in ("aac", "aac-lo"):
+        for src in files:
+            with tempfile.TemporaryDirectory() as tmp:
+                reference, boundaries = write_stream(src, Path(tmp), rendition)
+                report = check(
+                    Path(tmp) / "index.m3u8", reference, reference.shape[0] and 44100,
+                    boundaries, RENDITIONS[rendition].bitrate,
+                )  # fmt: skip
+            print(f"{rendition:7s} {src.name:30s} {report}")
+
+
+if __name__ == "__main__":
+    main()

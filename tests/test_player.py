@@ -1,0 +1,118 @@
+"""A real player: headless Chromium (Debian package) running hls.js from npm against the origin."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, Server
+
+CHROMIUM = shutil.which("chromium")
+HLS_JS = ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js"
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or not HLS_JS.is_file(), reason="make test installs chromium and hls.js"
+)
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]  # fmt: skip
+
+# Runs in the page: plays a playlist, records events, seeks across a boundary.
+PLAYER_JS = """
+async ({url, seekTo, crossUntil, minBuffered}) => {
+  const audio = document.createElement('audio');
+  audio.muted = true;
+  document.body.appendChild(audio);
+  const log = {waiting: [], errors: [], playingAfterMs: null};
+  const started = performance.now();
+  const hls = new Hls({lowLatencyMode: true});
+  hls.on(Hls.Events.ERROR, (_e, d) => { if (d.fatal) log.errors.push(d.details); });
+  audio.addEventListener('playing', () => {
+    if (log.playingAfterMs === null) log.playingAfterMs = performance.now() - started;
+  });
+  hls.loadSource(url);
+  hls.attachMedia(audio);
+  await audio.play().catch(e => log.errors.push(String(e)));
+  const sleep = ms => new Promise(r => setTimeout(r, ms));
+  const deadline = performance.now() + 60000;
+  const buffered = () => Array.from({length: audio.buffered.length},
+      (_, i) => [audio.buffered.start(i), audio.buffered.end(i)]);
+  if (seekTo !== null) {
+    while (performance.now() < deadline && (!audio.buffered.length || audio.buffered.end(0) < minBuffered))
+      await sleep(100);
+    audio.currentTime = seekTo;
+    await new Promise(r => audio.addEventListener('seeked', r, {once: true}));
+    await sleep(200);
+  }
+  audio.addEventListener('waiting', () => log.waiting.push(audio.currentTime));
+  const wallStart = performance.now(), mediaStart = audio.currentTime;
+  while (performance.now() < deadline && audio.currentTime < crossUntil && !log.errors.length)
+    await sleep(100);
+  log.speed = (audio.currentTime - mediaStart) / ((performance.now() - wallStart) / 1000);
+  while (performance.now() < deadline && (!audio.buffered.length || audio.buffered.end(0) < minBuffered))
+    await sleep(100);
+  log.buffered = buffered();
+  log.currentTime = audio.currentTime;
+  log.duration = audio.duration;
+  log.ended = hls.levels.length > 0 && hls.levels[hls.currentLevel >= 0 ? hls.currentLevel : 0].details?.live === false;
+  hls.destroy();
+  return log;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with tempfile.TemporaryDirectory() as profile, playwright_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield context
+        context.close()
+
+
+def play(browser: Any, server: Server, url: str, **options: Any) -> dict:
+    page = browser.new_page()
+    try:
+        page.goto(server.url + "/")
+        page.wait_for_function("window.Hls !== undefined")
+        return dict(
+            page.evaluate(PLAYER_JS, {"seekTo": None, "minBuffered": 0, **options, "url": url})
+        )
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("rendition", ["aac", "aac-lo", "flac"])
+def test_buffering_is_continuous_across_seams(browser: Any, server: Server, rendition: str) -> None:
+    tid = server.track_id("battle-epic")
+    url = f"/hls/{tid}/adaptive/1.00/{rendition}/index.m3u8"
+    # Segments are 10 s here: buffer three, seek 2 s before the second boundary, play across it.
+    log = play(browser, server, url, seekTo=18.0, crossUntil=21.0, minBuffered=30.0)
+    print(rendition, log)
+    assert not log["errors"], log
+    assert log["playingAfterMs"] is not None
+    assert len(log["buffered"]) == 1 and log["buffered"][0][1] >= 30.0, log
+    assert log["waiting"] == [], log
+    duration = next(t["duration"] for t in server.json("/api/tracks")["tracks"] if t["id"] == tid)
+    assert log["ended"], log  # the playlist has ENDLIST by now
+    assert abs(log["duration"] - duration) < 0.05, log
+
+
+def test_cold_start_plays_across_the_first_two_seams_at_normal_speed(
+    browser: Any, server: Server
+) -> None:
+    tid = server.track_id("battle-epic")
+    url = f"/hls/{tid}/gentle/0.70/aac/index.m3u8"  # a stream nobody has asked for yet
+    log = play(browser, server, url, crossUntil=21.0, minBuffered=21.0)
+    print(f"cold start: playing after {log['playingAfterMs']:.0f} ms", log)
+    assert not log["errors"], log
+    assert log["waiting"] == [], log
+    assert 0.9 < log["speed"] < 1.1, log
+    assert len(log["buffered"]) == 1, log
