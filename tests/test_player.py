@@ -24,7 +24,7 @@ CHROMIUM_ARGS = [
 
 # Runs in the page: plays a playlist, records events, seeks across a boundary.
 PLAYER_JS = """
-async ({url, seekTo, crossUntil, minBuffered}) => {
+async ({url, rendition, seekTo, crossUntil, minBuffered}) => {
   const audio = document.createElement('audio');
   audio.muted = true;
   document.body.appendChild(audio);
@@ -34,6 +34,12 @@ async ({url, seekTo, crossUntil, minBuffered}) => {
   hls.on(Hls.Events.ERROR, (_e, d) => { if (d.fatal) log.errors.push(d.details); });
   audio.addEventListener('playing', () => {
     if (log.playingAfterMs === null) log.playingAfterMs = performance.now() - started;
+  });
+  // Pin the rendition under test: the level whose playlist is {rendition}/index.m3u8.
+  hls.on(Hls.Events.MANIFEST_PARSED, () => {
+    const pinned = hls.levels.findIndex(l => l.url[0].includes(`/${rendition}/index.m3u8`));
+    if (pinned < 0) log.errors.push(`no level for ${rendition}`);
+    else { hls.currentLevel = pinned; hls.loadLevel = pinned; }
   });
   hls.loadSource(url);
   hls.attachMedia(audio);
@@ -58,8 +64,11 @@ async ({url, seekTo, crossUntil, minBuffered}) => {
     await sleep(100);
   log.buffered = buffered();
   log.currentTime = audio.currentTime;
+  const complete = () => hls.levels.some(l => l.details && l.details.live === false);
+  while (performance.now() < deadline && !complete()) await sleep(100);
+  log.ended = complete();
+  log.level = hls.levels[hls.currentLevel]?.url[0];
   log.duration = audio.duration;
-  log.ended = hls.levels.length > 0 && hls.levels[hls.currentLevel >= 0 ? hls.currentLevel : 0].details?.live === false;
   hls.destroy();
   return log;
 }
@@ -92,15 +101,18 @@ def play(browser: Any, server: Server, url: str, **options: Any) -> dict:
 @pytest.mark.parametrize("rendition", ["aac", "aac-lo", "flac"])
 def test_buffering_is_continuous_across_seams(browser: Any, server: Server, rendition: str) -> None:
     tid = server.track_id("battle-epic")
-    url = f"/hls/{tid}/adaptive/1.00/{rendition}/index.m3u8"
+    url = f"/hls/{tid}/adaptive/1.00/master.m3u8"
     # Segments are 10 s here: buffer three, seek 2 s before the second boundary, play across it.
-    log = play(browser, server, url, seekTo=18.0, crossUntil=21.0, minBuffered=30.0)
+    log = play(
+        browser, server, url, rendition=rendition, seekTo=18.0, crossUntil=21.0, minBuffered=30.0
+    )
     print(rendition, log)
     assert not log["errors"], log
     assert log["playingAfterMs"] is not None
     assert len(log["buffered"]) == 1 and log["buffered"][0][1] >= 30.0, log
     assert log["waiting"] == [], log
     duration = next(t["duration"] for t in server.json("/api/tracks")["tracks"] if t["id"] == tid)
+    assert log["level"].endswith(f"/{rendition}/index.m3u8"), log
     assert log["ended"], log  # the playlist has ENDLIST by now
     assert abs(log["duration"] - duration) < 0.05, log
 
@@ -109,8 +121,8 @@ def test_cold_start_plays_across_the_first_two_seams_at_normal_speed(
     browser: Any, server: Server
 ) -> None:
     tid = server.track_id("battle-epic")
-    url = f"/hls/{tid}/gentle/0.70/aac/index.m3u8"  # a stream nobody has asked for yet
-    log = play(browser, server, url, crossUntil=21.0, minBuffered=21.0)
+    url = f"/hls/{tid}/gentle/0.70/master.m3u8"  # a stream nobody has asked for yet
+    log = play(browser, server, url, rendition="aac", crossUntil=21.0, minBuffered=21.0)
     print(f"cold start: playing after {log['playingAfterMs']:.0f} ms", log)
     assert not log["errors"], log
     assert log["waiting"] == [], log
