@@ -14,7 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from processing.encode import RENDITIONS  # noqa: E402
 from tests.conftest import MUSIC  # noqa: E402
 from tests.seams import check  # noqa: E402
-from tests.test_seams import write_stream  # noqa: E402
+from tests.test_seams import (
+    RATE,  # noqa: E402
+    write_stream,  # noqa: E402
+)
 
 
 def main() -> None:
@@ -26,7 +29,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 reference, boundaries = write_stream(src, Path(tmp), rendition)
                 report = check(
-                    Path(tmp) / "index.m3u8", reference, reference.shape[0] and 44100,
+                    Path(tmp) / "index.m3u8", reference, RATE,
                     boundaries, RENDITIONS[rendition].bitrate,
                 )  # fmt: skip
             print(f"{rendition:7s} {src.name:30s} {report}")

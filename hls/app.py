@@ -245,9 +245,7 @@ async def status(request: web.Request) -> web.Response:
     production = request.app[PRODUCTION]
     renditions = {}
     for name in RENDITIONS:
-        state = production.known_stream(stream.spec, name) or production.stream(
-            stream.spec, name, stream.plan
-        )
+        state = production.stream(stream.spec, name, stream.plan)
         renditions[name] = {
             "done": len(state.done),
             "total": len(stream.plan),

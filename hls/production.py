@@ -16,7 +16,6 @@ import asyncio
 import itertools
 import logging
 import multiprocessing
-import os
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import ProcessPoolExecutor
@@ -180,9 +179,6 @@ class Production:
             self._streams[key] = state
         return state
 
-    def known_stream(self, spec: StreamSpec, rendition: str) -> StreamState | None:
-        return self._streams.get((spec, rendition))
-
     async def segment(self, state: StreamState, index: int, priority: int = ON_DEMAND) -> Path:
         """The cached file of one segment, produced first if missing."""
         key = state.spec.segment_key(state.rendition, index)
@@ -236,14 +232,7 @@ class Production:
             except TimeoutError:
                 return
 
-    def streams_of(self, spec_match: Callable[[StreamSpec], bool]) -> list[StreamState]:
-        return [s for (spec, _), s in self._streams.items() if spec_match(spec)]
-
 
 def _consume_exception(future: asyncio.Future) -> None:
     if not future.cancelled():
         future.exception()  # mark retrieved: callers may all have gone
-
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

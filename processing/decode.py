@@ -95,30 +95,31 @@ def _probe_ffmpeg(path: Path) -> SourceInfo:
     return SourceInfo(rate, min(int(fields.get("channels", 2)), 2), round(duration * rate))
 
 
+def _direct_info(path: Path) -> sf._SoundFileInfo | None:
+    """libsndfile's view of `path` when it can be served as it is (readable, kept rate)."""
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, sf.LibsndfileError):
+        return None
+    return info if info.samplerate in KEPT_RATES else None
+
+
 class AudioSource:
     """Random access to a source's PCM at the output rate, one window at a time."""
 
     def __init__(self, path: Path, scratch_dir: Path, key: str) -> None:
         self.path = path
-        readable = self._try_direct(path)
-        if readable is None:
+        info = _direct_info(path)
+        if info is None:
             readable = _intermediate(path, scratch_dir, key)
-        self._file_path = readable
-        try:
-            info = sf.info(str(readable))
-        except (RuntimeError, sf.LibsndfileError) as exc:
-            raise DecodeError(f"{path.name}: cannot be decoded ({exc})") from exc
+            try:
+                info = sf.info(str(readable))
+            except (RuntimeError, sf.LibsndfileError) as exc:
+                raise DecodeError(f"{path.name}: cannot be decoded ({exc})") from exc
+        self._file_path = Path(info.name)
         self.rate = info.samplerate
         self.channels = min(info.channels, 2)
         self.length = info.frames
-
-    @staticmethod
-    def _try_direct(path: Path) -> Path | None:
-        try:
-            info = sf.info(str(path))
-        except (RuntimeError, sf.LibsndfileError):
-            return None
-        return path if info.samplerate in KEPT_RATES else None
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Samples [start, stop) as float32 (n, channels); zeros outside the track."""
