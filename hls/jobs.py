@@ -20,7 +20,7 @@ from processing.analysis import ANALYSIS_VERSION, Analysis, analyze
 from processing.decode import AudioSource
 from processing.encode import RENDITIONS
 from processing.plan import SegmentPlan, WindowSettings, plan_segments
-from processing.render import Renderer, encode_segment
+from processing.render import Renderer, chain_processor, encode_segment
 from storage.cache import DiskCache
 
 RENDERERS_PER_WORKER = 2
@@ -104,7 +104,8 @@ def renderer_for(spec: StreamSpec) -> Renderer:
     plan = plan_for(spec, source.length, source.rate)
     window = WindowSettings.from_seconds(source.rate, spec.context_seconds, spec.overlap_seconds)
     analysis = None if spec.preset == "original" else load_analysis(spec, source)
-    renderer = Renderer(source, plan, window, analysis, float(spec.intensity))
+    process = chain_processor(source.rate, analysis, float(spec.intensity))
+    renderer = Renderer(source, plan, window, process)
     _renderers[spec] = renderer
     if len(_renderers) > RENDERERS_PER_WORKER:
         _renderers.popitem(last=False)

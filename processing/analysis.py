@@ -18,10 +18,10 @@ from processing import chain, dsp, loudness
 from processing.decode import AudioSource
 from processing.dsp import Biquad
 
-ANALYSIS_VERSION = 1
-FULL_READ_SECONDS = 120.0  # shorter tracks are measured whole
-EXCERPTS = 12
-EXCERPT_SECONDS = 10.0
+ANALYSIS_VERSION = 2
+FULL_READ_SECONDS = 60.0  # shorter tracks are measured whole
+EXCERPTS = 8
+EXCERPT_SECONDS = 6.0
 LEAD_SECONDS = 1.0  # discarded start of each excerpt (compressor settling)
 TARGET_TILT_DB_PER_OCTAVE = -4.5  # balanced program material, 100 Hz to 8 kHz
 MAX_CORRECTION_DB = 4.0
@@ -30,10 +30,9 @@ MAX_GAIN_DB = 20.0
 
 @dataclass(frozen=True)
 class Analysis:
-    """Source measurements and the chain parameters derived from them."""
+    """Sampled source measurements and the chain parameters derived from them."""
 
-    loudness_lufs: float
-    true_peak_dbtp: float
+    loudness_lufs: float  # of the excerpts, an estimate of the whole track's
     tilt_db_per_octave: float
     params: chain.ChainParams
 
@@ -46,9 +45,7 @@ class Analysis:
         params = chain.ChainParams(
             p["preset"], p["gain_db"], tuple(Biquad(**b) for b in p["corrective"])
         )
-        return cls(
-            data["loudness_lufs"], data["true_peak_dbtp"], data["tilt_db_per_octave"], params
-        )
+        return cls(data["loudness_lufs"], data["tilt_db_per_octave"], params)
 
 
 def excerpts(source: AudioSource) -> list[tuple[np.ndarray, int]]:
@@ -113,10 +110,9 @@ def analyze(source: AudioSource, preset_name: str) -> Analysis:
     rate = source.rate
     parts = excerpts(source)
     source_lufs = _pooled_loudness(parts, rate)
-    peak = max(float(dsp.true_peak_envelope(a).max(initial=0.0)) for a, _ in parts)
     tilt = spectral_tilt(parts, rate)
     if preset.bypass:
-        return Analysis(source_lufs, _dbtp(peak), tilt, chain.ChainParams(preset_name, 0.0))
+        return Analysis(round(source_lufs, 4), round(tilt, 4), chain.ChainParams(preset_name, 0.0))
     corrective = corrective_eq(tilt) if preset.corrective_eq else ()
     shaped = [(chain.pre_gain(a, rate, preset, corrective), lead) for a, lead in parts]
     gain_db = preset.target_lufs - _pooled_loudness(shaped, rate)
@@ -129,8 +125,22 @@ def analyze(source: AudioSource, preset_name: str) -> Analysis:
     gain_db += preset.target_lufs - _pooled_loudness(limited, rate)
     gain_db = round(float(np.clip(gain_db, -MAX_GAIN_DB, MAX_GAIN_DB)), 4)
     params = chain.ChainParams(preset_name, gain_db, corrective)
-    return Analysis(round(source_lufs, 4), _dbtp(peak), round(tilt, 4), params)
+    return Analysis(round(source_lufs, 4), round(tilt, 4), params)
 
 
-def _dbtp(peak: float) -> float:
-    return round(float(20 * np.log10(max(peak, 1e-10))), 4)
+@dataclass(frozen=True)
+class Measurement:
+    """Whole-signal loudness figures (EBU R128): LUFS, LU, dBTP."""
+
+    integrated_lufs: float
+    loudness_range_lu: float
+    true_peak_dbtp: float
+
+    @classmethod
+    def of(cls, audio: np.ndarray, rate: int) -> Measurement:
+        peak = float(dsp.true_peak_envelope(audio).max(initial=0.0))
+        return cls(
+            round(loudness.integrated_loudness(audio, rate), 2),
+            round(loudness.loudness_range(audio, rate), 2),
+            round(float(20 * np.log10(max(peak, 1e-10))), 2),
+        )

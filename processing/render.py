@@ -18,7 +18,9 @@ function of (source content, preset, intensity, rendition, index, settings).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -44,25 +46,37 @@ class EncodedSegment:
     packets: tuple[Packet, ...]
 
 
+Processor = Callable[[np.ndarray], np.ndarray]  # (n, channels) float32 → same shape
+
+
+def chain_processor(rate: int, analysis: Analysis | None, intensity: float) -> Processor | None:
+    """The enhancement chain as a processor; None when it would return its input."""
+    if analysis is None or chain.PRESETS[analysis.params.preset].bypass or intensity <= 0:
+        return None
+    return partial(_run_chain, rate=rate, params=analysis.params, intensity=intensity)
+
+
+def _run_chain(
+    audio: np.ndarray, *, rate: int, params: chain.ChainParams, intensity: float
+) -> np.ndarray:
+    return chain.process(audio, rate, params, intensity)
+
+
 class Renderer:
-    """Renders the processed program of one track for one (preset, intensity)."""
+    """Renders the processed program of one track through one processor (None = bypass)."""
 
     def __init__(
         self,
         source: AudioSource,
         plan: SegmentPlan,
         window: WindowSettings,
-        analysis: Analysis | None,
-        intensity: float,
+        process: Processor | None,
     ) -> None:
         self.source = source
         self.plan = plan
         self.window = window
-        self.analysis = analysis
-        self.intensity = intensity
-        self.bypass = (
-            analysis is None or chain.PRESETS[analysis.params.preset].bypass or intensity <= 0
-        )
+        self.process = process
+        self.bypass = process is None
         self._memo: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def rendering(self, k: int) -> np.ndarray:
@@ -73,8 +87,8 @@ class Renderer:
         seg = self.plan[k]
         ctx, ovl = self.window.context, self.window.overlap
         audio = self.source.read(seg.start - ctx, seg.end + ovl + ctx)
-        assert self.analysis is not None
-        out = chain.process(audio, self.source.rate, self.analysis.params, self.intensity)
+        assert self.process is not None
+        out = self.process(audio)
         kept = np.ascontiguousarray(out[ctx : len(out) - ctx])
         self._memo[k] = kept
         if len(self._memo) > RENDER_MEMO_SIZE:
