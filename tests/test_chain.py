@@ -1,0 +1,131 @@
+"""The enhancement chain against reference values and its targets (SPEC §5, §8)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyloudnorm
+import pytest
+from scipy.signal import resample_poly
+
+from processing import chain, dsp, loudness
+from processing.analysis import analyze
+from processing.decode import AudioSource
+from processing.render import render_whole
+from tests.conftest import MUSIC, synth_program
+
+RATE = 44100
+MUSIC_FILES = sorted(p.name for p in MUSIC.glob("*.ogg")) if MUSIC.is_dir() else []
+ENHANCING = [p for p in chain.PRESET_NAMES if p != "original"]
+
+
+def reference_true_peak_db(audio: np.ndarray) -> float:
+    """An independent measure: 4x polyphase resampling (scipy's Kaiser FIR), max |x|."""
+    up = resample_poly(audio.astype(np.float64), 4, 1, axis=0)
+    return float(20 * np.log10(max(np.abs(up).max(), np.abs(audio).max())))
+
+
+def load(name: str) -> np.ndarray:
+    with tempfile.TemporaryDirectory() as tmp:
+        source = AudioSource(MUSIC / name, Path(tmp), "x")
+        return source.read(0, source.length)
+
+
+@pytest.mark.parametrize("seconds", [3.0, 20.0])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_bs1770_agrees_with_pyloudnorm_on_synthesized_signals(
+    seconds: float, channels: int
+) -> None:
+    audio = synth_program(seconds, channels=channels, seed=3) * 0.5
+    ours = loudness.integrated_loudness(audio, RATE)
+    theirs = pyloudnorm.Meter(RATE).integrated_loudness(audio.astype(np.float64))
+    assert abs(ours - theirs) <= 0.1, (ours, theirs)
+
+
+@pytest.mark.skipif(not MUSIC_FILES, reason="../shared/music is not present")
+@pytest.mark.parametrize("name", MUSIC_FILES)
+def test_bs1770_agrees_with_pyloudnorm_on_real_tracks(name: str) -> None:
+    audio = load(name)
+    ours = loudness.integrated_loudness(audio, RATE)
+    theirs = pyloudnorm.Meter(RATE).integrated_loudness(audio.astype(np.float64))
+    assert abs(ours - theirs) <= 0.1, (ours, theirs)
+
+
+def test_an_intersample_peak_is_detected() -> None:
+    # A sine at a quarter of the rate, 45° off the samples: every sample is at
+    # 0.707 of the peak, so the sample peak reads -3 dB below the true peak.
+    n = np.arange(RATE)
+    audio = (0.9 * np.sin(np.pi / 2 * n + np.pi / 4))[:, None].astype(np.float32)
+    sample_peak = 20 * np.log10(np.abs(audio).max())
+    true_peak = 20 * np.log10(dsp.true_peak_envelope(audio).max())
+    assert sample_peak == pytest.approx(20 * np.log10(0.9 * np.sqrt(0.5)), abs=0.01)
+    assert true_peak == pytest.approx(20 * np.log10(0.9), abs=0.2)
+    # The fast path (interpolate only where the ceiling may be crossed) agrees.
+    assert dsp.true_peak_envelope(audio, above=0.5).max() == pytest.approx(
+        10 ** (true_peak / 20), rel=1e-6
+    )
+
+
+def program_material() -> list[tuple[str, np.ndarray]]:
+    items = [
+        ("synth-quiet", synth_program(40.0, seed=5) * 0.1),
+        ("synth-hot", synth_program(40.0, seed=6)),
+    ]
+    return items + [(name, load(name)) for name in MUSIC_FILES]
+
+
+@pytest.fixture(scope="module")
+def material() -> list[tuple[str, np.ndarray]]:
+    return program_material()
+
+
+@pytest.mark.parametrize("preset", ENHANCING)
+def test_every_preset_hits_its_loudness_target_and_true_peak_ceiling(
+    preset: str, material: list[tuple[str, np.ndarray]], tmp_path: Path
+) -> None:
+    import soundfile as sf
+
+    target = chain.PRESETS[preset].target_lufs
+    meter = pyloudnorm.Meter(RATE)
+    for name, audio in material:
+        src = tmp_path / f"{name}.wav"
+        sf.write(src, audio, RATE, subtype="FLOAT")
+        source = AudioSource(src, tmp_path / "scratch", name)
+        rendered = render_whole(source, analyze(source, preset), 1.0)
+        lufs = meter.integrated_loudness(rendered.astype(np.float64))
+        peak = reference_true_peak_db(rendered)
+        print(f"{preset} {name}: {lufs:.2f} LUFS (target {target}), true peak {peak:.2f} dBTP")
+        assert abs(lufs - target) <= 1.0, (name, lufs)
+        assert peak <= -1.0, (name, peak)
+
+
+@pytest.mark.parametrize("preset", ENHANCING)
+def test_intensity_zero_is_the_original_and_one_is_the_full_chain(preset: str) -> None:
+    audio = synth_program(6.0, seed=7)
+    params = chain.ChainParams(preset, 3.0, ())
+    assert np.max(np.abs(chain.process(audio, RATE, params, 0.0) - audio)) <= 1e-6
+    full = chain.process(audio, RATE, params, 1.0)
+    half = chain.process(audio, RATE, params, 0.5)
+    assert np.allclose(half, 0.5 * (audio + full), atol=1e-6)
+    assert np.max(np.abs(full - audio)) > 0.01
+
+
+def test_original_bypasses_the_chain() -> None:
+    audio = synth_program(2.0)
+    assert chain.process(audio, RATE, chain.ChainParams("original", 0.0), 1.0) is audio
+
+
+@pytest.mark.parametrize("kind", ["lowshelf", "highshelf", "peak"])
+def test_biquads_have_their_gain_where_they_should(kind: str) -> None:
+    band = dsp.Biquad(kind, 1000.0, 6.0, 0.707)
+    sos = dsp.biquad_sos(band, RATE)
+    from scipy.signal import sosfreqz
+
+    freqs, response = sosfreqz(sos[None, :], worN=[20.0, 1000.0, 18000.0], fs=RATE)
+    gains = 20 * np.log10(np.abs(response))
+    expected = {"lowshelf": (6.0, 3.0, 0.0), "highshelf": (0.0, 3.0, 6.0), "peak": (0.0, 6.0, 0.0)}[
+        kind
+    ]
+    assert gains == pytest.approx(expected, abs=0.3)
