@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -28,7 +29,24 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("out", type=Path, help="output .wav or .flac")
     render.add_argument("--preset", choices=PRESET_NAMES, default="adaptive")
     render.add_argument("--intensity", type=float, default=1.0)
+    analyze = commands.add_parser(
+        "analyze", help="loudness before/after and the chain's parameters"
+    )
+    analyze.add_argument("source", type=Path)
+    analyze.add_argument("--preset", choices=PRESET_NAMES, default="adaptive")
+    analyze.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    analyze.add_argument("--plot", type=Path, metavar="FILE.png", help="draw loudness and spectrum")
     return parser
+
+
+def _analyze(args: argparse.Namespace) -> None:
+    from processing.report import build_report, plot
+
+    with tempfile.TemporaryDirectory() as scratch:
+        report, before, after = build_report(args.source, args.preset, Path(scratch))
+    if args.plot is not None:
+        plot(report, before, after, args.plot)
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.table())
 
 
 async def _serve(settings: Settings) -> None:
@@ -76,4 +94,6 @@ def main(argv: list[str] | None = None) -> None:
             pass
     elif args.command == "render":
         _render(args)
+    elif args.command == "analyze":
+        _analyze(args)
     sys.exit(0)

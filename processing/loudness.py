@@ -85,16 +85,24 @@ def integrated_loudness(audio: np.ndarray, rate: int) -> float:
     return gated_loudness(block_powers(audio, rate))
 
 
-def loudness_range(audio: np.ndarray, rate: int) -> float:
-    """EBU Tech 3342 loudness range (LU) from 3 s short-term blocks."""
-    block, step = 3 * rate, rate // 10
+def short_term(
+    audio: np.ndarray, rate: int, step_seconds: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """EBU short-term loudness (3 s window) every `step_seconds`: (end times in s, LUFS)."""
+    block, step = 3 * rate, max(1, round(step_seconds * rate))
     if len(audio) < block:
-        return 0.0
+        return np.zeros(0), np.zeros(0)
     weighted = sosfilt(k_weighting_sos(rate), audio.astype(np.float64), axis=0)
     energy = np.concatenate([np.zeros(1), np.cumsum((weighted**2).sum(axis=1))])
     starts = np.arange(0, len(audio) - block + 1, step)
-    powers = (energy[starts + block] - energy[starts]) / block
-    levels = power_to_lufs(powers)
+    return (starts + block) / rate, power_to_lufs((energy[starts + block] - energy[starts]) / block)
+
+
+def loudness_range(audio: np.ndarray, rate: int) -> float:
+    """EBU Tech 3342 loudness range (LU) from 3 s short-term blocks."""
+    _, levels = short_term(audio, rate)
+    if len(levels) == 0:
+        return 0.0
     levels = levels[levels > ABSOLUTE_GATE_LUFS]
     if len(levels) == 0:
         return 0.0

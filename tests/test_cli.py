@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from hls.settings import SETTINGS, from_sources
-from tests.conftest import ROOT, Server, start_server
+from tests.conftest import ROOT, Server, start_server, synth_program
 from tests.helpers import parse_playlist
 
 
@@ -89,3 +90,23 @@ def test_a_library_path_that_is_not_a_directory_stops_with_a_message(tmp_path: P
     with pytest.raises(RuntimeError, match="not a directory"):
         start_server(cache_dir=tmp_path / "c", library=tmp_path / "missing")
     shutil.rmtree(tmp_path / "c", ignore_errors=True)
+
+
+def test_analyze_reports_before_and_after_as_table_json_and_plot(tmp_path: Path) -> None:
+    src = tmp_path / "in.flac"
+    sf.write(src, 0.3 * synth_program(20.0, seed=4), 44100)
+    run = [sys.executable, "-m", "hls", "analyze", str(src), "--preset", "punchy"]
+    table = subprocess.run(run, capture_output=True, text=True, cwd=ROOT)
+    assert table.returncode == 0, table.stderr
+    assert "integrated loudness (LUFS)" in table.stdout and "gain to target (dB)" in table.stdout
+    plot = tmp_path / "plot.png"
+    proc = subprocess.run(
+        [*run, "--json", "--plot", str(plot)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert set(report["before"]) == {"integrated_lufs", "loudness_range_lu", "true_peak_dbtp"}
+    assert abs(report["after"]["integrated_lufs"] - -12.0) <= 1.0
+    assert report["after"]["true_peak_dbtp"] <= -1.0 < report["before"]["true_peak_dbtp"] + 20
+    assert report["analysis"]["params"]["preset"] == "punchy"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
