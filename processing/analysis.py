@@ -121,10 +121,12 @@ def analyze(source: AudioSource, preset_name: str) -> Analysis:
     gain_db = float(np.clip(gain_db, -MAX_GAIN_DB, MAX_GAIN_DB))
     # The limiter takes loudness away, more as the gain grows: measure and
     # compensate until within tolerance (peaky material needs a few passes).
+    peaks = [dsp.true_peak_envelope(a) for a, _ in shaped]  # scales with the gain
     for _ in range(LIMITER_PASSES):
+        scale = np.float32(dsp.db_to_gain(gain_db))
         limited = [
-            (dsp.limit(a * np.float32(dsp.db_to_gain(gain_db)), rate, preset.limiter), lead)
-            for a, lead in shaped
+            (dsp.limit(a * scale, rate, preset.limiter, peak * scale), lead)
+            for (a, lead), peak in zip(shaped, peaks, strict=True)
         ]
         error = preset.target_lufs - _pooled_loudness(limited, rate)
         gain_db = float(np.clip(gain_db + error, -MAX_GAIN_DB, MAX_GAIN_DB))

@@ -198,18 +198,21 @@ class Limiter:
     margin_db: float = 0.3  # interpolation and smoothing error allowance
 
 
-def limit(audio: np.ndarray, rate: int, lim: Limiter) -> np.ndarray:
+def limit(audio: np.ndarray, rate: int, lim: Limiter, peak: np.ndarray | None = None) -> np.ndarray:
     """Keep the true peak under the ceiling with a smooth gain that starts before each peak.
 
     Required gain g = min(1, ceiling / true_peak). A minimum filter spreading
     it over look-ahead + hold on both sides, then a moving average over the
     look-ahead, gives a gain that is at or below g at every peak (every sample
     of the average window lies within reach of the peak's minimum filter).
+    `peak`: the input's true-peak envelope when already known (it scales
+    with the input, so a caller trying several gains computes it once).
     """
     if len(audio) == 0:
         return audio
     ceiling = db_to_gain(lim.ceiling_db - lim.margin_db)
-    peak = true_peak_envelope(audio, above=ceiling)
+    if peak is None:
+        peak = true_peak_envelope(audio, above=ceiling)
     need = np.minimum(1.0, ceiling / np.maximum(peak, 1e-12))
     if need.min() >= 1.0:
         return audio
