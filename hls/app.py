@@ -203,10 +203,11 @@ async def rendition_file(request: web.Request) -> web.StreamResponse:
     index = int(name.split(".")[0])
     if index >= len(stream.plan):
         raise NotFound(f"segment {index} is past the end (the track has {len(stream.plan)})")
+    state.touch()
+    production.ensure_background(state)
     path = await production.segment(state, index, ON_DEMAND)
-    etag = hashlib.sha256("/".join(stream.spec.segment_key(rendition, index)).encode()).hexdigest()[
-        :32
-    ]
+    key = "/".join(stream.spec.segment_key(rendition, index))
+    etag = hashlib.sha256(key.encode()).hexdigest()[:32]
     data = await asyncio.to_thread(path.read_bytes)
     return _bytes(request, data, "video/iso.segment", etag)
 
@@ -223,6 +224,7 @@ async def live_playlist(
 ) -> web.Response:
     """The live-then-VOD playlist, with blocking reload while incomplete (§4)."""
     settings = request.app[SETTINGS]
+    state.touch()
     production.ensure_background(state)
     msn_text = request.query.get("_HLS_msn")
     if msn_text is not None and not state.complete:
@@ -233,6 +235,9 @@ async def live_playlist(
             raise BadParameter(
                 f"_HLS_msn={msn} is more than two past the last segment ({state.listed - 1})"
             )
+        # A player is waiting for these: they jump ahead of background work.
+        for index in range(state.listed, min(msn + 1, len(state.plan))):
+            production.request_soon(state, index)
         await production.wait_listed(state, msn + 1, settings.blocking_reload_seconds)
     if state.listed == 0:
         await production.segment(state, 0, ON_DEMAND)

@@ -9,6 +9,7 @@ window once. This module imports no aiohttp.
 from __future__ import annotations
 
 import json
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,11 @@ _renderers: OrderedDict[StreamSpec, Renderer] = OrderedDict()
 
 def _scratch(cache_dir: str) -> Path:
     return Path(cache_dir) / "sources"
+
+
+def warm_up() -> int:
+    """Run once per worker at start-up, so that the first real job finds it ready."""
+    return os.getpid()
 
 
 def open_source(ref: SourceRef, cache_dir: str) -> AudioSource:

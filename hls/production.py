@@ -32,6 +32,7 @@ from storage.cache import DiskCache
 ON_DEMAND = 0
 PREPARE = 0
 BACKGROUND = 10
+IDLE_SECONDS = 120.0  # background work of a stream nobody asked for pauses after this
 
 log = logging.getLogger("hls.production")
 
@@ -57,6 +58,11 @@ class StreamState:
     background: asyncio.Task[None] | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     error: BaseException | None = None
+    last_access: float = field(default_factory=time.monotonic)
+
+    def touch(self) -> None:
+        """A client asked for this stream: keep (or restart) its background work."""
+        self.last_access = time.monotonic()
 
     @property
     def listed(self) -> int:
@@ -97,9 +103,10 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 class Production:
     """The worker pool, its priority queue and the state of every stream."""
 
-    def __init__(self, cache: DiskCache, workers: int) -> None:
+    def __init__(self, cache: DiskCache, workers: int, idle_seconds: float = IDLE_SECONDS) -> None:
         self.cache = cache
         self.workers = workers
+        self.idle_seconds = idle_seconds
         self._pool = ProcessPoolExecutor(workers, mp_context=_pool_context())
         self._queue: asyncio.PriorityQueue[_Job] = asyncio.PriorityQueue()
         self._running: set[Hashable] = set()
@@ -113,6 +120,11 @@ class Production:
 
     async def start(self) -> None:
         self._dispatchers = [asyncio.create_task(self._dispatch()) for _ in range(self.workers)]
+        # Start every worker now (fork, imports), not on the first listener's click.
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self._pool, jobs.warm_up) for _ in range(self.workers))
+        )
 
     async def close(self) -> None:
         for state in self._streams.values():
@@ -196,6 +208,12 @@ class Production:
             state.mark_done(index)
         return path
 
+    def request_soon(self, state: StreamState, index: int) -> None:
+        """Produce a segment at on-demand priority without waiting for it."""
+        if index not in state.done:
+            task = asyncio.create_task(self.segment(state, index, ON_DEMAND))
+            task.add_done_callback(_consume_exception)
+
     def ensure_background(self, state: StreamState) -> None:
         """Produce the rest of the stream in order, unless that is running or done."""
         if state.complete or (state.background is not None and not state.background.done()):
@@ -203,22 +221,33 @@ class Production:
         state.background = asyncio.create_task(self._background(state))
 
     async def _background(self, state: StreamState) -> None:
-        for index in range(len(state.plan)):
-            if index in state.done:
-                continue
-            try:
-                await self.segment(state, index, BACKGROUND)
-            except Exception as exc:
-                log.warning(
-                    "background production of %s/%s stopped at segment %d: %s",
-                    state.spec.source.key,
-                    state.rendition,
-                    index,
-                    exc,
-                )
-                state.error = exc
-                state.changed.set()
-                return
+        """Produce missing segments in order, `workers` at a time, while someone listens."""
+        pending = [i for i in range(len(state.plan)) if i not in state.done]
+        in_flight: dict[asyncio.Task[Path], int] = {}
+        try:
+            while pending or in_flight:
+                idle = time.monotonic() - state.last_access > self.idle_seconds
+                while pending and len(in_flight) < self.workers and not idle:
+                    index = pending.pop(0)
+                    if index not in state.done:
+                        task = asyncio.create_task(self.segment(state, index, BACKGROUND))
+                        in_flight[task] = index
+                if not in_flight:
+                    return  # nobody has asked for a while: resume on the next request
+                finished, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    index = in_flight.pop(task)
+                    if task.exception() is not None:
+                        log.warning(
+                            "background production of %s/%s stopped at segment %d: %s",
+                            state.spec.source.key, state.rendition, index, task.exception(),
+                        )  # fmt: skip
+                        state.error = task.exception()
+                        state.changed.set()
+                        pending.clear()
+        finally:
+            for task in in_flight:
+                task.cancel()
 
     async def wait_listed(self, state: StreamState, count: int, timeout: float) -> None:
         """Return once `count` segments are listed, the stream is complete, or `timeout` passes."""
@@ -233,6 +262,6 @@ class Production:
                 return
 
 
-def _consume_exception(future: asyncio.Future) -> None:
+def _consume_exception(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()  # mark retrieved: callers may all have gone

@@ -9,13 +9,14 @@ inside a frame.
 
 from __future__ import annotations
 
-import math
+from bisect import bisect_right
 from dataclasses import dataclass
 
 FRAME_SAMPLES = 1024  # AAC-LC frame; also the grid every rendition shares
 DEFAULT_SEGMENT_SECONDS = 30.0
 DEFAULT_CONTEXT_SECONDS = 5.0
 DEFAULT_OVERLAP_SECONDS = 1.0
+RAMP_SECONDS = (1.0, 2.0, 4.0, 8.0)  # first segments: short, so playback starts at once
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,21 @@ class SegmentPlan:
     def __getitem__(self, index: int) -> Segment:
         return self.segments[index]
 
+    def index_at(self, sample: int) -> int:
+        """Index of the segment containing `sample` (clamped to the track)."""
+        starts = [seg.start for seg in self.segments]
+        return max(0, bisect_right(starts, sample) - 1)
 
-def plan_segments(length: int, rate: int, segment_seconds: float) -> SegmentPlan:
-    """Cut `length` samples into segments of about `segment_seconds` each.
 
-    Each segment but the last spans exactly `frames_per_segment` frames of
-    1024 samples, the whole number of frames nearest to `segment_seconds`.
+def plan_segments(
+    length: int, rate: int, segment_seconds: float, ramp: tuple[float, ...] = RAMP_SECONDS
+) -> SegmentPlan:
+    """Cut `length` samples into a short ramp, then segments of about `segment_seconds`.
+
+    The ramp (1, 2, 4, 8 s by default; entries longer than half a segment are
+    dropped) makes the first segment quick to produce, so playback starts
+    fast. Every segment is a whole number of 1024-sample frames, the number
+    nearest to its duration; only the last may end inside a frame.
     """
     if length <= 0:
         raise ValueError(f"track length must be positive, got {length} samples")
@@ -67,15 +77,19 @@ def plan_segments(length: int, rate: int, segment_seconds: float) -> SegmentPlan
     if not (0.5 <= segment_seconds <= 600):
         raise ValueError(f"segment seconds must be in [0.5, 600], got {segment_seconds}")
     frames_per_segment = max(1, round(segment_seconds * rate / FRAME_SAMPLES))
+    ramp_frames = [
+        max(1, round(r * rate / FRAME_SAMPLES)) for r in ramp if 2 * r <= segment_seconds
+    ]
     total_frames = -(-length // FRAME_SAMPLES)
-    count = math.ceil(total_frames / frames_per_segment)
-    segments = []
-    for index in range(count):
-        first = index * frames_per_segment
-        end_frame = min(first + frames_per_segment, total_frames)
-        start = first * FRAME_SAMPLES
+    segments: list[Segment] = []
+    first = 0
+    while first < total_frames:
+        index = len(segments)
+        size = ramp_frames[index] if index < len(ramp_frames) else frames_per_segment
+        end_frame = min(first + size, total_frames)
         end = min(end_frame * FRAME_SAMPLES, length)
-        segments.append(Segment(index, start, end, first, end_frame))
+        segments.append(Segment(index, first * FRAME_SAMPLES, end, first, end_frame))
+        first = end_frame
     return SegmentPlan(length, rate, frames_per_segment, tuple(segments))
 
 

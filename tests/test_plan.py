@@ -23,10 +23,34 @@ def test_thirty_second_segments_are_whole_frames_nearest_thirty_seconds() -> Non
     assert plan_segments(10**7, 48000, 30.0).frames_per_segment == 1406  # 29.9947 s
 
 
-def test_a_thirty_second_track_is_one_segment_and_one_sample_more_is_two() -> None:
-    assert len(plan_segments(1_323_000, 44100, 30.0)) == 1
-    plan = plan_segments(1_323_009, 44100, 30.0)
-    assert [s.samples for s in plan.segments] == [1_323_008, 1]
+def test_the_first_segments_ramp_up_then_stay_at_thirty_seconds() -> None:
+    plan = plan_segments(44100 * 200, 44100, 30.0)
+    assert [s.end_frame - s.first_frame for s in plan.segments[:6]] == [
+        43,
+        86,
+        172,
+        345,
+        1292,
+        1292,
+    ]
+    assert [s.samples for s in plan_segments(44100 * 200, 44100, 10.0).segments[:4]] == [
+        43 * 1024, 86 * 1024, 172 * 1024, 431 * 1024,
+    ]  # fmt: skip
+    uniform = plan_segments(44100 * 200, 44100, 30.0, ramp=())
+    assert uniform.segments[0].samples == 1292 * 1024
+
+
+def test_one_sample_past_a_full_segment_is_a_segment_of_one_sample() -> None:
+    full = plan_segments(10**7, 44100, 30.0).segments[5].end
+    assert plan_segments(full, 44100, 30.0).segments[-1].end == full
+    plan = plan_segments(full + 1, 44100, 30.0)
+    assert plan.segments[-1].samples == 1 and plan.segments[-2].end == full
+
+
+def test_index_at_finds_the_segment_of_a_sample() -> None:
+    plan = plan_segments(10**7, 44100, 30.0)
+    for seg in plan.segments:
+        assert plan.index_at(seg.start) == plan.index_at(seg.end - 1) == seg.index
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, Server
+from tests.helpers import parse_playlist
 
 CHROMIUM = shutil.which("chromium")
 HLS_JS = ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js"
@@ -102,14 +103,17 @@ def play(browser: Any, server: Server, url: str, **options: Any) -> dict:
 def test_buffering_is_continuous_across_seams(browser: Any, server: Server, rendition: str) -> None:
     tid = server.track_id("battle-epic")
     url = f"/hls/{tid}/adaptive/1.00/master.m3u8"
-    # Segments are 10 s here: buffer three, seek 2 s before the second boundary, play across it.
+    # Buffer several segments, seek 2 s before the 5th boundary (past the ramp), play across it.
+    _, _, vod = server.get(f"/hls/{tid}/adaptive/1.00/{rendition}/vod.m3u8")
+    boundary = sum(seg.duration for seg in parse_playlist(vod).segments[:5])
     log = play(
-        browser, server, url, rendition=rendition, seekTo=18.0, crossUntil=21.0, minBuffered=30.0
-    )
+        browser, server, url, rendition=rendition,
+        seekTo=boundary - 2.0, crossUntil=boundary + 1.0, minBuffered=boundary + 5.0,
+    )  # fmt: skip
     print(rendition, log)
     assert not log["errors"], log
     assert log["playingAfterMs"] is not None
-    assert len(log["buffered"]) == 1 and log["buffered"][0][1] >= 30.0, log
+    assert len(log["buffered"]) == 1 and log["buffered"][0][1] >= boundary + 5.0, log
     assert log["waiting"] == [], log
     duration = next(t["duration"] for t in server.json("/api/tracks")["tracks"] if t["id"] == tid)
     assert log["level"].endswith(f"/{rendition}/index.m3u8"), log
@@ -117,12 +121,13 @@ def test_buffering_is_continuous_across_seams(browser: Any, server: Server, rend
     assert abs(log["duration"] - duration) < 0.05, log
 
 
-def test_cold_start_plays_across_the_first_two_seams_at_normal_speed(
+def test_cold_start_plays_across_the_first_seams_at_normal_speed(
     browser: Any, server: Server
 ) -> None:
     tid = server.track_id("battle-epic")
     url = f"/hls/{tid}/gentle/0.70/master.m3u8"  # a stream nobody has asked for yet
-    log = play(browser, server, url, rendition="aac", crossUntil=21.0, minBuffered=21.0)
+    # 12 s of playback crosses the first four seams (1, 3, 7 s ramp, then 10 s segments).
+    log = play(browser, server, url, rendition="aac", crossUntil=12.0, minBuffered=12.0)
     print(f"cold start: playing after {log['playingAfterMs']:.0f} ms", log)
     assert not log["errors"], log
     assert log["waiting"] == [], log

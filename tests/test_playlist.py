@@ -33,14 +33,15 @@ def test_live_playlist_gains_only_segments_and_endlist() -> None:
     assert parsed.playlist_type == "event"
     assert parsed.start.time_offset == 0
     assert parsed.server_control.can_block_reload == "YES"
-    assert [s.uri for s in m3u8.loads(final).segments] == ["0.m4s", "1.m4s", "2.m4s", "3.m4s"]
+    assert [s.uri for s in m3u8.loads(final).segments] == [f"{i}.m4s" for i in range(len(plan))]
+    assert len(plan) == 7  # 1, 2, 4, 8 s, then 30, 30 and 20.3 s
 
 
 def test_vod_playlist_lists_every_segment_from_the_start() -> None:
     plan = plan_segments(4_203_958, 44100, 30.0)
     parsed = m3u8.loads(playlist.media_playlist(plan, 0, complete=False, live=False))
     assert parsed.is_endlist and parsed.playlist_type == "vod"
-    assert len(parsed.segments) == 4
+    assert len(parsed.segments) == len(plan) == 7
     assert parsed.segment_map[0].uri == "init.mp4"
 
 

@@ -13,11 +13,13 @@ from hls.jobs import SourceRef, StreamSpec
 from processing import render
 from processing.decode import AudioSource
 from processing.encode import RENDITIONS
+from processing.plan import plan_segments
 from tests.conftest import MUSIC
 from tests.seams import SeamReport, check
 
 RATE = 44100
-SEGMENT = 1292 * 1024  # samples in a 30 s segment at 44.1 kHz
+# The end of the first full 30 s segment (after the 1-2-4-8 s ramp), about 45 s in.
+SEGMENT_END = plan_segments(RATE * 100, RATE, 30.0).segments[4].end
 
 
 def write_stream(
@@ -45,7 +47,8 @@ def write_stream(
 
 def seam_report(src: Path, out: Path, rendition: str = "aac") -> SeamReport:
     reference, boundaries = write_stream(src, out, rendition)
-    report = check(out / "index.m3u8", reference, RATE, boundaries, RENDITIONS[rendition].bitrate)
+    bitrate = RENDITIONS[rendition].nominal_bitrate(reference.shape[1])  # what the stream used
+    report = check(out / "index.m3u8", reference, RATE, boundaries, bitrate)
     print(f"{src.name} {rendition}: {report}")
     return report
 
@@ -59,11 +62,11 @@ def _signal(kind: str) -> np.ndarray:
     elif kind == "transient-at-boundary":
         x = np.zeros_like(t)
         burst = np.random.default_rng(1).standard_normal(RATE) * np.exp(-np.arange(RATE) / 2000)
-        x[SEGMENT : SEGMENT + RATE] = 0.8 * burst / np.abs(burst).max()
+        x[SEGMENT_END : SEGMENT_END + RATE] = 0.8 * burst / np.abs(burst).max()
     elif kind == "thirty-seconds":
         x = 0.4 * np.sin(2 * np.pi * 440 * t[: 30 * RATE]) * np.sin(np.pi * t[: 30 * RATE] / 30)
     elif kind == "one-sample-past-a-segment":
-        n = SEGMENT + 1
+        n = SEGMENT_END + 1
         x = 0.3 * np.sin(2 * np.pi * 330 * t[:n]) + 0.05 * np.random.default_rng(2).standard_normal(
             n
         )

@@ -1,0 +1,118 @@
+"""Cold start and whole-track time: hls-origin against ffmpeg's own HLS muxer, same source, same run.
+
+Run: .venv/bin/python benchmarks/peer.py [--runs N]
+
+(a) the peer: ffmpeg with an equivalent chain (equalizer, acompressor,
+    alimiter), AAC 256 kb/s, `-f hls -hls_time 30 -hls_playlist_type event
+    -hls_segment_type fmp4`: time until its playlist lists the first segment,
+    and until it exits;
+(b) hls-origin, cold (server just started, empty cache, track never seen):
+    time from the playlist request until the last byte of the first segment,
+    and until the playlist carries EXT-X-ENDLIST.
+Runs alternate; medians and the ratios ours / peer are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.chain import seven_minute_track  # noqa: E402
+from tests.conftest import http_get, start_server  # noqa: E402
+from tests.helpers import parse_playlist  # noqa: E402
+
+PEER_FILTER = (
+    "equalizer=f=90:t=q:w=1:g=4,equalizer=f=2500:t=q:w=1:g=1.5,"
+    "acompressor=threshold=0.05:ratio=4:attack=10:release=80,"
+    "volume=6dB,alimiter=limit=0.89:attack=5:release=50"
+)
+PRESET = "punchy"
+
+
+def run_peer(source: Path, out: Path) -> tuple[float, float]:
+    out.mkdir(parents=True)
+    playlist = out / "index.m3u8"
+    cmd = [
+        "ffmpeg", "-nostdin", "-v", "error", "-i", str(source), "-af", PEER_FILTER,
+        "-c:a", "aac", "-b:a", "256k", "-f", "hls", "-hls_time", "30",
+        "-hls_playlist_type", "event", "-hls_segment_type", "fmp4", str(playlist),
+    ]  # fmt: skip
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=out)
+    first = None
+    while proc.poll() is None:
+        if (
+            first is None
+            and playlist.exists()
+            and "#EXTINF" in playlist.read_text(errors="replace")
+        ):
+            first = time.perf_counter() - started
+        time.sleep(0.005)
+    total = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit("peer ffmpeg failed")
+    return first if first is not None else total, total
+
+
+def run_ours(library: Path, cache: Path) -> tuple[float, float]:
+    server = start_server(cache_dir=cache, library=library)
+    try:
+        tid = server.json("/api/tracks")["tracks"][0]["id"]
+        base = f"{server.url}/hls/{tid}/{PRESET}/1.00/aac"
+        started = time.perf_counter()
+        status, _, body = http_get(f"{base}/index.m3u8")
+        assert status == 200, body
+        first_uri = parse_playlist(body).segments[0].uri
+        http_get(f"{base}/init.mp4")
+        status, _, _ = http_get(f"{base}/{first_uri}")
+        assert status == 200
+        first = time.perf_counter() - started
+        msn = len(parse_playlist(body).segments)
+        while b"#EXT-X-ENDLIST" not in body:
+            status, _, body = http_get(f"{base}/index.m3u8?_HLS_msn={msn}")
+            msn = len(parse_playlist(body).segments)
+        total = time.perf_counter() - started
+        return first, total
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        library = work / "library"
+        library.mkdir()
+        source = seven_minute_track(library)
+        peer, ours = [], []
+        for run in range(args.runs):
+            peer.append(run_peer(source, work / f"peer{run}"))
+            ours.append(run_ours(library, work / f"cache{run}"))
+            shutil.rmtree(work / f"peer{run}")
+            print(
+                f"run {run}: peer first {peer[-1][0]:.3f} s total {peer[-1][1]:.2f} s | "
+                f"ours first {ours[-1][0]:.3f} s total {ours[-1][1]:.2f} s",
+                flush=True,
+            )
+        pf, pt = (statistics.median(x[i] for x in peer) for i in (0, 1))
+        of, ot = (statistics.median(x[i] for x in ours) for i in (0, 1))
+        print(
+            f"median first segment: peer {pf:.3f} s, ours {of:.3f} s, ratio {of / pf:.2f} (target 0.35)"
+        )
+        print(
+            f"median whole track:   peer {pt:.2f} s, ours {ot:.2f} s, ratio {ot / pt:.2f} (target 0.60)"
+        )
+
+
+if __name__ == "__main__":
+    main()
