@@ -9,20 +9,21 @@ segment fast.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.signal import welch
+from scipy.signal import sosfilt, welch
 
 from processing import chain, dsp, loudness
 from processing.decode import AudioSource
 from processing.dsp import Biquad
 
-ANALYSIS_VERSION = 3
+ANALYSIS_VERSION = 5
 FULL_READ_SECONDS = 60.0  # shorter tracks are measured whole
 EXCERPTS = 8
-EXCERPT_SECONDS = 6.0
-LEAD_SECONDS = 1.0  # discarded start of each excerpt (compressor settling)
+EXCERPT_SECONDS = 4.0
+LEAD_SECONDS = 0.5  # discarded start of each excerpt (compressor settling)
 TARGET_TILT_DB_PER_OCTAVE = -4.5  # balanced program material, 100 Hz to 8 kHz
 MAX_CORRECTION_DB = 4.0
 MAX_GAIN_DB = 24.0
@@ -65,11 +66,11 @@ def spectral_tilt(parts: list[tuple[np.ndarray, int]], rate: int) -> float:
     """Least-squares slope (dB per octave) of the long-term spectrum, 100 Hz to 8 kHz."""
     psd_sum = None
     freqs = np.zeros(0)
-    for audio, lead in parts:
+    for audio, lead in parts[::2]:  # half the excerpts give a stable long-term spectrum
         mono = audio[lead:].mean(axis=1)
-        if len(mono) < 4096:
+        if len(mono) < 2048:
             continue
-        freqs, psd = welch(mono, fs=rate, nperseg=4096)
+        freqs, psd = welch(mono, fs=rate, nperseg=2048, noverlap=0)
         psd_sum = psd if psd_sum is None else psd_sum + psd
     if psd_sum is None:
         return TARGET_TILT_DB_PER_OCTAVE
@@ -101,6 +102,21 @@ def corrective_eq(tilt: float) -> tuple[Biquad, ...]:
     )
 
 
+def _k_power(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Per-sample K-weighted power summed over channels, shape (n,)."""
+    weighted = sosfilt(loudness.k_weighting_sos(rate), audio.astype(np.float64), axis=0)
+    return np.asarray((weighted**2).sum(axis=1))
+
+
+def _gated(powers: list[np.ndarray], curves: Sequence[np.ndarray | None], rate: int) -> float:
+    """Pooled gated loudness of K-weighted powers, each times a squared gain curve."""
+    blocks = []
+    for power, curve in zip(powers, curves, strict=True):
+        weighted = power if curve is None else power * curve.astype(np.float64) ** 2
+        blocks.append(loudness.blocks_of_power(weighted, rate))
+    return loudness.gated_loudness(np.concatenate(blocks) if blocks else np.zeros(0))
+
+
 def _pooled_loudness(parts: list[tuple[np.ndarray, int]], rate: int) -> float:
     powers = [loudness.block_powers(audio[lead:], rate) for audio, lead in parts]
     return loudness.gated_loudness(np.concatenate(powers) if powers else np.zeros(0))
@@ -117,18 +133,21 @@ def analyze(source: AudioSource, preset_name: str) -> Analysis:
         return Analysis(round(source_lufs, 4), round(tilt, 4), chain.ChainParams(preset_name, 0.0))
     corrective = corrective_eq(tilt) if preset.corrective_eq else ()
     shaped = [(chain.pre_gain(a, rate, preset, corrective), lead) for a, lead in parts]
-    gain_db = preset.target_lufs - _pooled_loudness(shaped, rate)
+    # K-weighted power and true peak of the shaped excerpts, computed once:
+    # both scale with the gain, and the limiter's gain curve varies slowly
+    # enough to be applied to the K-weighted power directly.
+    powers = [_k_power(a[lead:], rate) for a, lead in shaped]
+    # Two of the four interpolated phases: an estimate, the render uses all four.
+    peaks = [dsp.true_peak_envelope(a[lead:], phases=(1, 2)) for a, lead in shaped]
+    gain_db = preset.target_lufs - _gated(powers, [None] * len(powers), rate)
     gain_db = float(np.clip(gain_db, -MAX_GAIN_DB, MAX_GAIN_DB))
-    # The limiter takes loudness away, more as the gain grows: measure and
-    # compensate until within tolerance (peaky material needs a few passes).
-    peaks = [dsp.true_peak_envelope(a) for a, _ in shaped]  # scales with the gain
+    # The limiter takes loudness away, more as the gain grows: compensate
+    # until within tolerance (peaky material needs a few passes).
     for _ in range(LIMITER_PASSES):
-        scale = np.float32(dsp.db_to_gain(gain_db))
-        limited = [
-            (dsp.limit(a * scale, rate, preset.limiter, peak * scale), lead)
-            for (a, lead), peak in zip(shaped, peaks, strict=True)
-        ]
-        error = preset.target_lufs - _pooled_loudness(limited, rate)
+        scale = dsp.db_to_gain(gain_db)
+        curves = [dsp.limiter_gain(p * scale, rate, preset.limiter) for p in peaks]
+        scaled = [k * scale**2 for k in powers]
+        error = preset.target_lufs - _gated(scaled, curves, rate)
         gain_db = float(np.clip(gain_db + error, -MAX_GAIN_DB, MAX_GAIN_DB))
         if abs(error) < LOUDNESS_TOLERANCE_LU:
             break

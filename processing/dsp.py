@@ -151,7 +151,9 @@ def compress(audio: np.ndarray, rate: int, comp: Compressor) -> np.ndarray:
     return audio * gain[:, None]
 
 
-def true_peak_envelope(audio: np.ndarray, above: float = 0.0) -> np.ndarray:
+def true_peak_envelope(
+    audio: np.ndarray, above: float = 0.0, phases: tuple[int, ...] = (0, 1, 2, 3)
+) -> np.ndarray:
     """Per-sample true peak, shape (n,): max over channels and the 4 interpolated phases.
 
     The BS.1770 interpolation can exceed the largest of its 12 input samples
@@ -159,6 +161,8 @@ def true_peak_envelope(audio: np.ndarray, above: float = 0.0) -> np.ndarray:
     phase). So with `above` > 0, only 256-sample blocks whose neighbourhood
     could exceed `above` are interpolated; elsewhere the sample peak is
     returned, which is then below `above` too. `above` = 0 is exact everywhere.
+    `phases`: which of the 4 interpolated positions to compute (estimates may
+    take fewer).
     """
     mags = np.abs(audio).max(axis=1)
     n = len(mags)
@@ -180,7 +184,7 @@ def true_peak_envelope(audio: np.ndarray, above: float = 0.0) -> np.ndarray:
     out = mags.copy()
     for a, b in zip(run_starts.tolist(), run_ends.tolist(), strict=True):
         piece = padded[a : b + 2 * _TP_PAD]  # samples [a - 12, b + 12) of the track
-        for phase in _TP_PHASES_F32:
+        for phase in _TP_PHASES_F32[list(phases)]:
             filtered = lfilter(phase, _ONE_F32, piece, axis=0)
             # The filter delays by 5.5 samples: the value at t is read at t + 6.
             window = np.abs(filtered[_TP_PAD + 6 : _TP_PAD + 6 + b - a]).max(axis=1)
@@ -198,28 +202,30 @@ class Limiter:
     margin_db: float = 0.3  # interpolation and smoothing error allowance
 
 
-def limit(audio: np.ndarray, rate: int, lim: Limiter, peak: np.ndarray | None = None) -> np.ndarray:
-    """Keep the true peak under the ceiling with a smooth gain that starts before each peak.
+def limiter_gain(peak: np.ndarray, rate: int, lim: Limiter) -> np.ndarray:
+    """Gain curve (n,) that keeps a signal with true-peak envelope `peak` under the ceiling.
 
     Required gain g = min(1, ceiling / true_peak). A minimum filter spreading
     it over look-ahead + hold on both sides, then a moving average over the
     look-ahead, gives a gain that is at or below g at every peak (every sample
     of the average window lies within reach of the peak's minimum filter).
-    `peak`: the input's true-peak envelope when already known (it scales
-    with the input, so a caller trying several gains computes it once).
     """
-    if len(audio) == 0:
-        return audio
     ceiling = db_to_gain(lim.ceiling_db - lim.margin_db)
-    if peak is None:
-        peak = true_peak_envelope(audio, above=ceiling)
     need = np.minimum(1.0, ceiling / np.maximum(peak, 1e-12))
-    if need.min() >= 1.0:
-        return audio
+    if len(need) == 0 or need.min() >= 1.0:
+        return np.ones(len(peak), dtype=np.float32)
     look = max(1, round(lim.lookahead_ms * rate / 1000.0))
     hold = max(1, round(lim.hold_ms * rate / 1000.0))
     spread = minimum_filter1d(need, size=2 * (look + hold) + 1, mode="nearest")
-    gain = uniform_filter1d(spread, size=look + 1, mode="nearest")
+    return np.asarray(uniform_filter1d(spread, size=look + 1, mode="nearest"), dtype=np.float32)
+
+
+def limit(audio: np.ndarray, rate: int, lim: Limiter) -> np.ndarray:
+    """Look-ahead true-peak limiting of (n, channels) audio (see `limiter_gain`)."""
+    if len(audio) == 0:
+        return audio
+    peak = true_peak_envelope(audio, above=db_to_gain(lim.ceiling_db - lim.margin_db))
+    gain = limiter_gain(peak, rate, lim)
     return (audio * gain[:, None]).astype(np.float32)
 
 

@@ -54,13 +54,20 @@ def block_powers(audio: np.ndarray, rate: int) -> np.ndarray:
 
     audio: (n, channels) float. Channel weights are 1.0 (L, R, mono).
     """
-    block = round(BLOCK_SECONDS * rate)
-    step = round(block * (1 - BLOCK_OVERLAP))
-    if len(audio) < block:
+    if len(audio) < round(BLOCK_SECONDS * rate):
         return np.zeros(0)
     weighted = sosfilt(k_weighting_sos(rate), audio.astype(np.float64), axis=0)
-    energy = np.concatenate([np.zeros(1), np.cumsum((weighted**2).sum(axis=1))])
-    starts = np.arange(0, len(audio) - block + 1, step)
+    return blocks_of_power((weighted**2).sum(axis=1), rate)
+
+
+def blocks_of_power(power: np.ndarray, rate: int) -> np.ndarray:
+    """Mean of a per-sample K-weighted power over each 400 ms block (75 % overlap)."""
+    block = round(BLOCK_SECONDS * rate)
+    step = round(block * (1 - BLOCK_OVERLAP))
+    if len(power) < block:
+        return np.zeros(0)
+    energy = np.concatenate([np.zeros(1), np.cumsum(power)])
+    starts = np.arange(0, len(power) - block + 1, step)
     return np.asarray((energy[starts + block] - energy[starts]) / block)
 
 
