@@ -49,16 +49,42 @@ class Packet:
     samples: int
 
 
+class Encoder:
+    """An ffmpeg process started before its input is ready.
+
+    Starting ffmpeg costs ~60 ms; starting it first lets that overlap with
+    decoding and DSP. `finish` feeds the whole input and returns the output.
+    """
+
+    def __init__(self, argv: list[str], what: str) -> None:
+        self.what = what
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        except OSError as exc:
+            raise EncodeError(f"{what} could not start ({exc})") from exc
+
+    def finish(self, data: bytes) -> bytes:
+        try:
+            out, err = self.proc.communicate(data, timeout=ENCODE_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired as exc:
+            self.proc.kill()
+            self.proc.communicate()
+            raise EncodeError(f"{self.what} timed out") from exc
+        if self.proc.returncode != 0:
+            raise EncodeError(f"{self.what} failed with exit code {self.proc.returncode}", err)
+        return out
+
+    def abort(self) -> None:
+        """Stop a process whose input will never come (the caller failed first)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+
 def _run(argv: list[str], pcm: bytes, what: str) -> bytes:
-    try:
-        proc = subprocess.run(argv, input=pcm, capture_output=True, timeout=ENCODE_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired as exc:
-        raise EncodeError(f"{what} timed out") from exc
-    except OSError as exc:
-        raise EncodeError(f"{what} could not start ({exc})") from exc
-    if proc.returncode != 0:
-        raise EncodeError(f"{what} failed with exit code {proc.returncode}", proc.stderr)
-    return proc.stdout
+    return Encoder(argv, what).finish(pcm)
 
 
 def aac_argv(rate: int, channels: int, bitrate: int) -> list[str]:
@@ -69,15 +95,20 @@ def aac_argv(rate: int, channels: int, bitrate: int) -> list[str]:
     return ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", *ffmpeg.get_args(stream)]
 
 
-def encode_aac(pcm: np.ndarray, rate: int, bitrate: int) -> list[Packet]:
+def encode_aac(
+    pcm: np.ndarray, rate: int, bitrate: int, encoder: Encoder | None = None
+) -> list[Packet]:
     """AAC-LC packets of (n, channels) float32 PCM, priming packet first.
 
     ffmpeg's native encoder yields ceil(n / 1024) + 1 packets: packet j is the
     MDCT of input [(j-1)·1024, (j+1)·1024) and decodes to [(j-1)·1024, j·1024).
+    `encoder`: an ffmpeg already started with `aac_argv` for this input.
     """
     channels = pcm.shape[1]
     data = np.ascontiguousarray(pcm, dtype="<f4").tobytes()
-    adts = _run(aac_argv(rate, channels, bitrate), data, "AAC encoding")
+    if encoder is None:
+        encoder = Encoder(aac_argv(rate, channels, bitrate), "AAC encoding")
+    adts = encoder.finish(data)
     packets = [Packet(p, FRAME_SAMPLES) for p in split_adts(adts)]
     expected = -(-len(pcm) // FRAME_SAMPLES) + 1
     if len(packets) != expected:

@@ -29,13 +29,22 @@ import soundfile as sf
 from processing import chain
 from processing.analysis import Analysis, analyze
 from processing.decode import AudioSource
-from processing.encode import Packet, Rendition, encode_aac, encode_flac, to_pcm24
+from processing.encode import (
+    Encoder,
+    Packet,
+    Rendition,
+    aac_argv,
+    encode_aac,
+    encode_flac,
+    to_pcm24,
+)
 from processing.plan import FRAME_SAMPLES, SegmentPlan, WindowSettings
 
 PREROLL_FRAMES = (
     128  # 64 and 96 left +3.3 and +5.8 dB seams on some boundaries; 128 (3 s) stays under 2 dB
 )
 POSTROLL_FRAMES = 2  # the last kept packet needs the next frame's MDCT input
+HEAD_MARGIN = 4096  # samples rendered past a head rendering (limiter look-ahead is ~0.5k)
 RENDER_MEMO_SIZE = 3  # renderings k-1, k, k+1 of the segment being encoded
 
 
@@ -80,6 +89,7 @@ class Renderer:
         self.process = process
         self.bypass = process is None
         self._memo: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._heads: dict[tuple[int, int], np.ndarray] = {}
 
     def rendering(self, k: int) -> np.ndarray:
         """Rendering k over [s_k, e_k + overlap): window k through the chain, context trimmed."""
@@ -97,11 +107,33 @@ class Renderer:
             self._memo.popitem(last=False)
         return kept
 
+    def head_rendering(self, k: int, samples: int) -> np.ndarray:
+        """The first `samples` of rendering k from a window cut short after them.
+
+        Every stage reaches at most a few ms ahead, so this equals rendering k
+        there (to rounding); the post-roll of segment k-1 needs no more.
+        """
+        key = (k, samples)
+        if key in self._heads:
+            return self._heads[key]
+        seg = self.plan[k]
+        ctx = self.window.context
+        audio = self.source.read(seg.start - ctx, seg.start + samples + HEAD_MARGIN)
+        assert self.process is not None
+        head = np.ascontiguousarray(self.process(audio)[ctx : ctx + samples])
+        self._heads = {key: head}
+        return head
+
     def _crossfade(self, k: int) -> int:
         return min(self.window.overlap, self.plan[k].samples)
 
-    def program(self, start: int, stop: int) -> np.ndarray:
-        """The global processed signal over [start, stop), zeros outside the track."""
+    def program(self, start: int, stop: int, post_roll_from: int | None = None) -> np.ndarray:
+        """The global processed signal over [start, stop), zeros outside the track.
+
+        From `post_roll_from` on (an encoder's post-roll into the next
+        segment), the next segment's rendering comes from `head_rendering`,
+        always, so that the bytes never depend on what happens to be memoized.
+        """
         if self.bypass:
             return self.source.read(start, stop)
         out = np.zeros((max(stop - start, 0), self.source.channels), dtype=np.float32)
@@ -111,7 +143,10 @@ class Renderer:
         for k in range(self.plan.index_at(lo), self.plan.index_at(hi - 1) + 1):
             seg = self.plan[k]
             a, b = max(lo, seg.start), min(hi, seg.end)
-            piece = self.rendering(k)[a - seg.start : b - seg.start].copy()
+            if post_roll_from is not None and seg.start >= post_roll_from:
+                piece = self.head_rendering(k, b - seg.start)[a - seg.start :].copy()
+            else:
+                piece = self.rendering(k)[a - seg.start : b - seg.start].copy()
             fade = self._crossfade(k)
             if k > 0 and a < seg.start + fade:
                 # Head of segment k: complementary crossfade from rendering k-1.
@@ -136,11 +171,14 @@ def encode_segment(renderer: Renderer, rendition: Rendition, index: int) -> Enco
     preroll = min(PREROLL_FRAMES, s)
     feed_start = (s - preroll) * FRAME_SAMPLES
     feed_stop = min((e + POSTROLL_FRAMES) * FRAME_SAMPLES, plan.length)
-    packets = encode_aac(
-        renderer.program(feed_start, feed_stop),
-        rate,
-        rendition.nominal_bitrate(renderer.source.channels),
-    )
+    bitrate = rendition.nominal_bitrate(renderer.source.channels)
+    encoder = Encoder(aac_argv(rate, renderer.source.channels, bitrate), "AAC encoding")
+    try:
+        pcm = renderer.program(feed_start, feed_stop, post_roll_from=seg.end)
+    except BaseException:
+        encoder.abort()
+        raise
+    packets = encode_aac(pcm, rate, bitrate, encoder)
     # Local packet i is global packet (s - preroll) + i. Keep global packets
     # s+1 .. e (segment 0 also keeps the priming packet 0).
     first_kept = s + 1 if index > 0 else 0

@@ -90,7 +90,7 @@ def test_context_and_crossfade_make_a_long_memory_processor_seamless(tmp_path: P
     src = tmp_path / "tone.wav"
     sf.write(src, audio, RATE, subtype="FLOAT")
     source = AudioSource(src, tmp_path / "scratch", "tone")
-    plan = plan_segments(source.length, RATE, 10.0)
+    plan = plan_segments(source.length, RATE, 10.0, ramp=())  # boundaries every 10 s
     boundaries = [seg.start for seg in plan.segments[1:]]
     naive = Renderer(source, plan, WindowSettings(context=0, overlap=0), slow_agc)
     padded = Renderer(source, plan, WindowSettings.from_seconds(RATE, 5.0, 1.0), slow_agc)
