@@ -18,11 +18,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from hls import fmp4, playlist
 from hls.errors import BadParameter, NotFound, classify
-from hls.jobs import PreparedSource, SourceRef, StreamSpec, plan_for, segment_pcm16
 from hls.production import ON_DEMAND, Production, StreamState
 from hls.settings import Settings
-from processing.chain import PRESET_NAMES, canonical_intensity
+from hls.streams import PreparedSource, SourceRef, StreamSpec, plan_for, run_job
 from processing.encode import RENDITIONS
+from processing.params import PRESET_NAMES, canonical_intensity
 from processing.plan import SegmentPlan
 from storage.cache import DiskCache
 from storage.catalog import Catalog, Track
@@ -302,7 +302,7 @@ async def progressive(request: web.Request) -> web.StreamResponse:
     )
     for index in range(len(stream.plan)):
         pcm = await production.run(
-            ("pcm", stream.spec, index), ON_DEMAND, segment_pcm16, stream.spec, index
+            ("pcm", stream.spec, index), ON_DEMAND, run_job, "segment_pcm16", stream.spec, index
         )
         await response.write(pcm)
     await response.write_eof()

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from hls.settings import SETTINGS, Settings, from_sources
-from processing.chain import PRESET_NAMES
+from processing.params import PRESET_NAMES
 
 
 def _parser() -> argparse.ArgumentParser:

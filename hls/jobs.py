@@ -11,61 +11,20 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from hls import fmp4
+from hls.streams import PreparedSource, SourceRef, StreamSpec, plan_for
 from processing.analysis import ANALYSIS_VERSION, Analysis, analyze
 from processing.decode import AudioSource
 from processing.encode import RENDITIONS
-from processing.plan import SegmentPlan, WindowSettings, plan_segments
+from processing.plan import WindowSettings
 from processing.render import Renderer, chain_processor, encode_segment
 from storage.cache import DiskCache
 
 RENDERERS_PER_WORKER = 2
-
-
-@dataclass(frozen=True)
-class SourceRef:
-    """A source file and the content fingerprint that names its cache entries."""
-
-    file: str
-    key: str
-
-
-@dataclass(frozen=True)
-class PreparedSource:
-    """Exact properties of a source as served (after any conversion)."""
-
-    rate: int
-    channels: int
-    length: int
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    """Everything a segment's bytes depend on, besides its index and rendition."""
-
-    source: SourceRef
-    preset: str
-    intensity: str  # canonical two-decimal spelling
-    segment_seconds: float
-    context_seconds: float
-    overlap_seconds: float
-    cache_dir: str
-
-    @property
-    def settings_tag(self) -> str:
-        """Names the settings in cache paths, so changed settings never reuse old bytes."""
-        return f"s{self.segment_seconds:g}-c{self.context_seconds:g}-o{self.overlap_seconds:g}-p1"
-
-    def segment_key(self, rendition: str, index: int) -> tuple[str, ...]:
-        return (
-            "segments", self.source.key, self.settings_tag, self.preset,
-            self.intensity, rendition, f"{index}.m4s",
-        )  # fmt: skip
 
 
 _renderers: OrderedDict[StreamSpec, Renderer] = OrderedDict()
@@ -116,10 +75,6 @@ def renderer_for(spec: StreamSpec) -> Renderer:
     if len(_renderers) > RENDERERS_PER_WORKER:
         _renderers.popitem(last=False)
     return renderer
-
-
-def plan_for(spec: StreamSpec, length: int, rate: int) -> SegmentPlan:
-    return plan_segments(length, rate, spec.segment_seconds)
 
 
 def produce_segment(spec: StreamSpec, rendition: str, index: int) -> int:

@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hls import jobs
-from hls.jobs import PreparedSource, SourceRef, StreamSpec
+from hls.streams import PreparedSource, SourceRef, StreamSpec, run_job
 from processing.plan import SegmentPlan
 from storage.cache import DiskCache
 
@@ -123,7 +122,7 @@ class Production:
         # Start every worker now (fork, imports), not on the first listener's click.
         loop = asyncio.get_running_loop()
         await asyncio.gather(
-            *(loop.run_in_executor(self._pool, jobs.warm_up) for _ in range(self.workers))
+            *(loop.run_in_executor(self._pool, run_job, "warm_up") for _ in range(self.workers))
         )
 
     async def close(self) -> None:
@@ -175,7 +174,7 @@ class Production:
         known = self._prepared.get(source.key)
         if known is None:
             known = await self.run(
-                ("prepare", source.key), PREPARE, jobs.prepare, source, cache_dir
+                ("prepare", source.key), PREPARE, run_job, "prepare", source, cache_dir
             )
             self._prepared[source.key] = known
         return known
@@ -197,7 +196,9 @@ class Production:
         path = self.cache.get(*key)
         if path is None:
             started = time.monotonic()
-            await self.run(key, priority, jobs.produce_segment, state.spec, state.rendition, index)
+            await self.run(
+                key, priority, run_job, "produce_segment", state.spec, state.rendition, index
+            )
             if self.on_segment is not None:
                 self.on_segment(state.rendition, time.monotonic() - started)
             self.produced += 1

@@ -13,9 +13,9 @@ import numpy as np
 
 from processing import dsp
 from processing.dsp import Biquad, Compressor, Limiter
+from processing.params import PRESET_NAMES, canonical_intensity
 
-PRESET_NAMES = ("original", "adaptive", "gentle", "warm", "bright", "punchy")
-INTENSITY_STEPS = 20  # intensity is quantized to steps of 1/20 = 0.05
+__all__ = ["PRESETS", "PRESET_NAMES", "ChainParams", "Preset", "canonical_intensity", "process"]
 
 
 @dataclass(frozen=True)
@@ -91,12 +91,6 @@ def process(audio: np.ndarray, rate: int, params: ChainParams, intensity: float)
     if preset.bypass or intensity <= 0.0:
         return audio
     wet = pre_gain(audio, rate, preset, params.corrective)
-    wet = (wet * np.float32(dsp.db_to_gain(params.gain_db))).astype(np.float32)
-    wet = dsp.limit(wet, rate, preset.limiter)
+    wet *= np.float32(dsp.db_to_gain(params.gain_db))  # `wet` is ours: scale in place
+    wet = dsp.limit(wet, rate, preset.limiter, in_place=True)
     return dsp.blend(audio, wet, intensity)
-
-
-def canonical_intensity(value: float) -> str:
-    """Two-decimal spelling of an intensity quantized to 0.05 steps: 0.351 → '0.35'."""
-    steps = round(value * INTENSITY_STEPS)
-    return f"{steps // INTENSITY_STEPS}.{(steps % INTENSITY_STEPS) * 5:02d}"

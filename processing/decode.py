@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from processing.errors import DecodeError
 
@@ -190,6 +189,8 @@ def _convert_sndfile(path: Path, out: Path) -> None:
     data = downmix(data)
     target = output_rate(rate)
     if target != rate:
+        from scipy.signal import resample_poly  # rarely needed: keep it out of the server
+
         g = np.gcd(target, rate)
         data = resample_poly(data, target // g, rate // g, axis=0).astype(np.float32)
     sf.write(str(out), np.clip(data, -1.0, 1.0), target, subtype="PCM_24", format="FLAC")

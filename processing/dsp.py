@@ -97,16 +97,24 @@ def equalize(audio: np.ndarray, rate: int, bands: tuple[Biquad, ...]) -> np.ndar
     if not bands:
         return audio
     sos = np.stack([biquad_sos(b, rate) for b in bands])
-    return sosfilt(sos, audio, axis=0).astype(np.float32)
+    # float32 sections keep the window in float32 (half the memory of float64);
+    # their rounding noise stays below -100 dB for these gentle filters.
+    return np.asarray(sosfilt(sos.astype(np.float32), audio, axis=0), dtype=np.float32)
 
 
 # --- Dynamics -------------------------------------------------------------
 
 
 def _one_pole(x: np.ndarray, rate: float, time_ms: float) -> np.ndarray:
-    """y[n] = y[n-1] + (1 - exp(-1/(tau·rate))) (x[n] - y[n-1]), starting at x[0]."""
+    """y[n] = y[n-1] + (1 - exp(-1/(tau·rate))) (x[n] - y[n-1]), starting at x[0].
+
+    Computed in the dtype of `x` (float32 keeps a window's memory small).
+    """
     coeff = math.exp(-1000.0 / (time_ms * rate))
-    y, _ = lfilter([1.0 - coeff], [1.0, -coeff], x, zi=[coeff * x[0]] if len(x) else [0.0])
+    dtype = x.dtype
+    b, a = np.array([1.0 - coeff], dtype=dtype), np.array([1.0, -coeff], dtype=dtype)
+    zi = np.array([coeff * x[0] if len(x) else 0.0], dtype=dtype)
+    y, _ = lfilter(b, a, x, zi=zi)
     return np.asarray(y)
 
 
@@ -133,11 +141,12 @@ def compress(audio: np.ndarray, rate: int, comp: Compressor) -> np.ndarray:
     n = len(audio)
     if n == 0 or comp.ratio <= 1.0:
         return audio
-    power = np.einsum("ij,ij->i", audio, audio, dtype=np.float64) / audio.shape[1]
+    power = np.einsum("ij,ij->i", audio, audio, dtype=np.float32) / np.float32(audio.shape[1])
     smoothed = _one_pole(power, rate, comp.rms_ms)
     control = np.arange(0, n + CONTROL_DECIMATION, CONTROL_DECIMATION)
     control[-1] = n - 1
-    level_db = 10.0 * np.log10(smoothed[control] + 1e-12)
+    level_db = 10.0 * np.log10(smoothed[control].astype(np.float64) + 1e-12)
+    del power, smoothed
     over = level_db - comp.threshold_db
     slope = 1.0 - 1.0 / comp.ratio
     half = comp.knee_db / 2.0
@@ -147,8 +156,22 @@ def compress(audio: np.ndarray, rate: int, comp: Compressor) -> np.ndarray:
         np.where(over >= half, slope * over, slope * (over + half) ** 2 / (2.0 * comp.knee_db)),
     )
     gain_db = -_one_pole(reduction, rate / CONTROL_DECIMATION, comp.smoothing_ms)
-    gain = np.interp(np.arange(n), control, 10.0 ** (gain_db / 20.0)).astype(np.float32)
-    return audio * gain[:, None]
+    return audio * _interpolate_control(10.0 ** (gain_db / 20.0), n)[:, None]
+
+
+def _interpolate_control(values: np.ndarray, n: int) -> np.ndarray:
+    """Linear interpolation of values at samples 0, D, 2D, … (last at n-1) to n samples, float32."""
+    step = CONTROL_DECIMATION
+    values = values.astype(np.float32)
+    out = np.empty(n, dtype=np.float32)
+    full = (n - 1) // step  # intervals of exactly `step` samples before the last control point
+    frac = np.arange(step, dtype=np.float32) / np.float32(step)
+    body = values[:full, None] + (values[1 : full + 1] - values[:full])[:, None] * frac[None, :]
+    out[: full * step] = body.ravel()
+    rest = n - full * step  # samples from control point `full` to n-1, ending on the last value
+    tail_frac = np.arange(rest, dtype=np.float32) / np.float32(max(rest - 1, 1))
+    out[full * step :] = values[full] + (values[-1] - values[full]) * tail_frac
+    return out
 
 
 def true_peak_envelope(
@@ -180,10 +203,13 @@ def true_peak_envelope(
     breaks = np.flatnonzero(np.diff(hot) > _TP_MERGE_GAP)
     run_starts = np.concatenate([hot[:1], hot[breaks + 1]]) * _TP_BLOCK
     run_ends = np.minimum(np.concatenate([hot[breaks], hot[-1:]]) * _TP_BLOCK + _TP_BLOCK, n)
-    padded = np.pad(audio, ((_TP_PAD, _TP_PAD), (0, 0)))
     out = mags.copy()
     for a, b in zip(run_starts.tolist(), run_ends.tolist(), strict=True):
-        piece = padded[a : b + 2 * _TP_PAD]  # samples [a - 12, b + 12) of the track
+        # Samples [a - 12, b + 12), zeros outside the signal.
+        lo, hi = max(a - _TP_PAD, 0), min(b + _TP_PAD, n)
+        piece = audio[lo:hi]
+        if lo > a - _TP_PAD or hi < b + _TP_PAD:
+            piece = np.pad(piece, ((lo - (a - _TP_PAD), b + _TP_PAD - hi), (0, 0)))
         for phase in _TP_PHASES_F32[list(phases)]:
             filtered = lfilter(phase, _ONE_F32, piece, axis=0)
             # The filter delays by 5.5 samples: the value at t is read at t + 6.
@@ -220,12 +246,19 @@ def limiter_gain(peak: np.ndarray, rate: int, lim: Limiter) -> np.ndarray:
     return np.asarray(uniform_filter1d(spread, size=look + 1, mode="nearest"), dtype=np.float32)
 
 
-def limit(audio: np.ndarray, rate: int, lim: Limiter) -> np.ndarray:
-    """Look-ahead true-peak limiting of (n, channels) audio (see `limiter_gain`)."""
+def limit(audio: np.ndarray, rate: int, lim: Limiter, in_place: bool = False) -> np.ndarray:
+    """Look-ahead true-peak limiting of (n, channels) float32 audio (see `limiter_gain`).
+
+    in_place: scale `audio` itself (the caller's own intermediate) to save a copy.
+    """
     if len(audio) == 0:
         return audio
     peak = true_peak_envelope(audio, above=db_to_gain(lim.ceiling_db - lim.margin_db))
     gain = limiter_gain(peak, rate, lim)
+    del peak
+    if in_place:
+        audio *= gain[:, None]
+        return audio
     return (audio * gain[:, None]).astype(np.float32)
 
 
@@ -235,4 +268,7 @@ def blend(dry: np.ndarray, wet: np.ndarray, intensity: float) -> np.ndarray:
         return dry
     if intensity >= 1.0:
         return wet
-    return (dry + np.float32(intensity) * (wet - dry)).astype(np.float32)
+    wet -= dry  # `wet` belongs to the chain: blend in place
+    wet *= np.float32(intensity)
+    wet += dry
+    return wet

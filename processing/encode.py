@@ -65,9 +65,10 @@ class Encoder:
         except OSError as exc:
             raise EncodeError(f"{what} could not start ({exc})") from exc
 
-    def finish(self, data: bytes) -> bytes:
+    def finish(self, data: bytes | memoryview) -> bytes:
         try:
-            out, err = self.proc.communicate(data, timeout=ENCODE_TIMEOUT_SECONDS)
+            # communicate() takes any buffer (it wraps the input in a memoryview).
+            out, err = self.proc.communicate(data, timeout=ENCODE_TIMEOUT_SECONDS)  # type: ignore[arg-type]
         except subprocess.TimeoutExpired as exc:
             self.proc.kill()
             self.proc.communicate()
@@ -83,7 +84,7 @@ class Encoder:
         self.proc.communicate()
 
 
-def _run(argv: list[str], pcm: bytes, what: str) -> bytes:
+def _run(argv: list[str], pcm: bytes | memoryview, what: str) -> bytes:
     return Encoder(argv, what).finish(pcm)
 
 
@@ -105,7 +106,7 @@ def encode_aac(
     `encoder`: an ffmpeg already started with `aac_argv` for this input.
     """
     channels = pcm.shape[1]
-    data = np.ascontiguousarray(pcm, dtype="<f4").tobytes()
+    data = np.ascontiguousarray(pcm, dtype="<f4").data.cast("B")  # a view, not a copy
     if encoder is None:
         encoder = Encoder(aac_argv(rate, channels, bitrate), "AAC encoding")
     adts = encoder.finish(data)
@@ -162,7 +163,7 @@ def flac_argv(rate: int, channels: int) -> list[str]:
 def encode_flac(pcm24: np.ndarray, rate: int) -> list[Packet]:
     """FLAC frames of (n, channels) int32 PCM from `to_pcm24`, 4096 samples each."""
     channels = pcm24.shape[1]
-    raw = np.ascontiguousarray(pcm24, dtype="<i4").tobytes()
+    raw = np.ascontiguousarray(pcm24, dtype="<i4").data.cast("B")
     data = _run(flac_argv(rate, channels), raw, "FLAC encoding")
     count = -(-len(pcm24) // FLAC_BLOCK_SAMPLES)
     frames = split_flac(data, count)

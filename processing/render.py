@@ -45,7 +45,7 @@ PREROLL_FRAMES = (
 )
 POSTROLL_FRAMES = 2  # the last kept packet needs the next frame's MDCT input
 HEAD_MARGIN = 4096  # samples rendered past a head rendering (limiter look-ahead is ~0.5k)
-RENDER_MEMO_SIZE = 3  # renderings k-1, k, k+1 of the segment being encoded
+RENDER_MEMO_SIZE = 2  # renderings k-1 and k; the next window is rendered as a head only
 
 
 @dataclass(frozen=True)

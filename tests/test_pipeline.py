@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from hls import fmp4, jobs
-from hls.jobs import SourceRef, StreamSpec
+from hls.streams import SourceRef, StreamSpec
 from processing.decode import AudioSource, probe
 from processing.encode import RENDITIONS, encode_aac, encode_flac, split_adts, to_pcm24
 from processing.errors import DecodeError

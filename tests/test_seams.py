@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from hls import fmp4, jobs, playlist
-from hls.jobs import SourceRef, StreamSpec
+from hls.streams import SourceRef, StreamSpec
 from processing import render
 from processing.decode import AudioSource
 from processing.encode import RENDITIONS

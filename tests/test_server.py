@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from hls import jobs
-from hls.jobs import SourceRef, StreamSpec
+from hls.streams import SourceRef, StreamSpec
 from storage.catalog import Catalog
 from tests.conftest import Server, start_server
 from tests.helpers import decode, header_lines, parse_playlist
