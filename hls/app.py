@@ -354,7 +354,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(catalog.scan)
     app[CATALOG] = catalog
     app[CACHE] = DiskCache(cache_dir, settings.cache_max_bytes)
-    production = Production(app[CACHE], settings.workers)
+    production = Production(app[CACHE], settings.workers, settings.idle_seconds)
     production.on_segment = lambda rendition, seconds: (
         app[METRICS].segment_seconds.labels(rendition).observe(seconds)
     )

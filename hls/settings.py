@@ -67,6 +67,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("workers", _positive_int, os.cpu_count() or 1, "worker processes for DSP and encoding"),
     Setting("segment_seconds", _seconds, 30.0, "target segment duration in seconds"),
     Setting("secret", str, "hls-origin", "key from which opaque track ids are derived"),
+    Setting(
+        "idle_seconds",
+        _seconds,
+        120.0,
+        "pause a stream's background production when nobody asked for it this long",
+    ),  # fmt: skip
 )
 
 
@@ -80,6 +86,7 @@ class Settings:
     workers: int = os.cpu_count() or 1
     segment_seconds: float = 30.0
     secret: str = "hls-origin"
+    idle_seconds: float = 120.0
     context_seconds: float = 5.0
     overlap_seconds: float = 1.0
     blocking_reload_seconds: float = 6.0  # hls.js gives a playlist request 10 s

@@ -16,7 +16,7 @@ import soundfile as sf
 from hls import jobs
 from hls.streams import SourceRef, StreamSpec
 from storage.catalog import Catalog
-from tests.conftest import Server, start_server
+from tests.conftest import Server, put_track, start_server
 from tests.helpers import decode, header_lines, parse_playlist
 
 TRACK = "battle-epic"
@@ -300,3 +300,31 @@ def test_another_server_with_an_empty_cache_produces_identical_bytes(
                 assert headers["ETag"] == server.get(f"{base}/{name}")[1]["ETag"]
     finally:
         other.stop()
+
+
+def test_background_work_pauses_when_nobody_listens_and_resumes_on_demand(tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    put_track(library, "drascula-track2.ogg", 198.0)
+    srv = start_server(
+        "--segment-seconds", "5", "--idle-seconds", "1", cache_dir=tmp_path / "c", library=library
+    )
+    try:
+        tid = srv.json("/api/tracks")["tracks"][0]["id"]
+        base = f"/hls/{tid}/punchy/1.00/aac"
+        assert srv.get(f"{base}/index.m3u8")[0] == 200
+        deadline = time.monotonic() + 30
+        while (
+            srv.json(f"/api/status/{tid}/punchy/1.00")["renditions"]["aac"]["state"] == "producing"
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        paused = srv.json(f"/api/status/{tid}/punchy/1.00")["renditions"]["aac"]
+        assert paused["state"] == "idle" and 0 < paused["done"] < paused["total"], paused
+        time.sleep(1.0)
+        assert (
+            srv.json(f"/api/status/{tid}/punchy/1.00")["renditions"]["aac"]["done"]
+            == paused["done"]
+        )
+        wait_complete(srv, base)  # asking again resumes it
+    finally:
+        srv.stop()
