@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from hls import fmp4, playlist
 from hls.errors import BadParameter, NotFound, classify
@@ -27,6 +27,7 @@ from processing.plan import SegmentPlan
 from storage.cache import DiskCache
 from storage.catalog import Catalog, Track
 from storage.demo import ensure_demo_library
+from storage.eviction import LruIndex
 
 log = logging.getLogger("hls.app")
 
@@ -50,6 +51,12 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "hls_origin_requests", "HTTP responses by status", ["status"], registry=self.registry
+        )
+        self.cache_bytes = Gauge(
+            "hls_origin_cache_bytes", "Bytes of cached segments", registry=self.registry
+        )
+        self.evictions = Gauge(
+            "hls_origin_cache_evictions", "Segments evicted since start", registry=self.registry
         )
         self.segment_seconds = Histogram(
             "hls_origin_segment_production_seconds",
@@ -160,6 +167,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    index = request.app[PRODUCTION].index
+    request.app[METRICS].cache_bytes.set(index.total_bytes)
+    request.app[METRICS].evictions.set(index.evicted)
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
@@ -205,10 +215,9 @@ async def rendition_file(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"segment {index} is past the end (the track has {len(stream.plan)})")
     state.touch()
     production.ensure_background(state)
-    path = await production.segment(state, index, ON_DEMAND)
+    data = await production.segment_bytes(state, index)
     key = "/".join(stream.spec.segment_key(rendition, index))
     etag = hashlib.sha256(key.encode()).hexdigest()[:32]
-    data = await asyncio.to_thread(path.read_bytes)
     return _bytes(request, data, "video/iso.segment", etag)
 
 
@@ -354,7 +363,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(catalog.scan)
     app[CATALOG] = catalog
     app[CACHE] = DiskCache(cache_dir, settings.cache_max_bytes)
-    production = Production(app[CACHE], settings.workers, settings.idle_seconds)
+    index = LruIndex(app[CACHE], settings.cache_max_bytes)
+    await asyncio.to_thread(index.load)
+    production = Production(app[CACHE], index, settings.workers, settings.idle_seconds)
     production.on_segment = lambda rendition, seconds: (
         app[METRICS].segment_seconds.labels(rendition).observe(seconds)
     )

@@ -53,11 +53,12 @@ def load_analysis(spec: StreamSpec, source: AudioSource) -> Analysis:
     """The per-track analysis for the spec's preset, from the cache or computed once."""
     cache = DiskCache(Path(spec.cache_dir))
     key = ("analysis", spec.source.key, f"{spec.preset}-v{ANALYSIS_VERSION}.json")
-    raw = cache.read(*key)
-    if raw is not None:
-        return Analysis.from_json(json.loads(raw))
-    result = analyze(source, spec.preset)
-    cache.write(key, json.dumps(result.to_json(), sort_keys=True).encode())
+    with cache.lock(*key):  # one process analyzes, the others wait and read it
+        raw = cache.read(*key)
+        if raw is not None:
+            return Analysis.from_json(json.loads(raw))
+        result = analyze(source, spec.preset)
+        cache.write(key, json.dumps(result.to_json(), sort_keys=True).encode())
     return result
 
 
@@ -77,18 +78,23 @@ def renderer_for(spec: StreamSpec) -> Renderer:
     return renderer
 
 
-def produce_segment(spec: StreamSpec, rendition: str, index: int) -> int:
-    """Render, encode, package and cache one segment; returns its size in bytes."""
+def produce_segment(spec: StreamSpec, rendition: str, index: int) -> tuple[int, bool]:
+    """Render, encode, package and cache one segment: (size in bytes, whether made here).
+
+    The entry's lock makes processes sharing the cache produce it once: a
+    second producer waits, then finds it made.
+    """
     cache = DiskCache(Path(spec.cache_dir))
     key = spec.segment_key(rendition, index)
-    existing = cache.get(*key)
-    if existing is not None:
-        return existing.stat().st_size
-    renderer = renderer_for(spec)
-    encoded = encode_segment(renderer, RENDITIONS[rendition], index)
-    data = fmp4.media_segment(index + 1, encoded.base_decode_time, encoded.packets)
-    cache.write(key, data)
-    return len(data)
+    with cache.lock(*key):
+        existing = cache.get(*key)
+        if existing is not None:
+            return existing.stat().st_size, False
+        renderer = renderer_for(spec)
+        encoded = encode_segment(renderer, RENDITIONS[rendition], index)
+        data = fmp4.media_segment(index + 1, encoded.base_decode_time, encoded.packets)
+        cache.write(key, data)
+    return len(data), True
 
 
 def segment_pcm16(spec: StreamSpec, index: int) -> bytes:

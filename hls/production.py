@@ -21,12 +21,12 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hls.streams import PreparedSource, SourceRef, StreamSpec, run_job
 from processing.plan import SegmentPlan
 from storage.cache import DiskCache
+from storage.eviction import LruIndex
 
 ON_DEMAND = 0
 PREPARE = 0
@@ -102,8 +102,11 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 class Production:
     """The worker pool, its priority queue and the state of every stream."""
 
-    def __init__(self, cache: DiskCache, workers: int, idle_seconds: float = IDLE_SECONDS) -> None:
+    def __init__(
+        self, cache: DiskCache, index: LruIndex, workers: int, idle_seconds: float = IDLE_SECONDS
+    ) -> None:
         self.cache = cache
+        self.index = index
         self.workers = workers
         self.idle_seconds = idle_seconds
         self._pool = ProcessPoolExecutor(workers, mp_context=_pool_context())
@@ -190,24 +193,39 @@ class Production:
             self._streams[key] = state
         return state
 
-    async def segment(self, state: StreamState, index: int, priority: int = ON_DEMAND) -> Path:
-        """The cached file of one segment, produced first if missing."""
+    async def segment(self, state: StreamState, index: int, priority: int = ON_DEMAND) -> int:
+        """Make sure one segment is in the cache (producing it if missing); returns its size."""
         key = state.spec.segment_key(state.rendition, index)
         path = self.cache.get(*key)
-        if path is None:
+        if path is not None:
+            size = path.stat().st_size
+        else:
             started = time.monotonic()
-            await self.run(
+            first_caller = key not in self._inflight  # the one that counts the production
+            size, produced = await self.run(
                 key, priority, run_job, "produce_segment", state.spec, state.rendition, index
             )
-            if self.on_segment is not None:
-                self.on_segment(state.rendition, time.monotonic() - started)
-            self.produced += 1
-            path = self.cache.get(*key)
-            if path is None:
-                raise FileNotFoundError(f"segment {index} vanished from the cache")
+            if produced and first_caller:  # not when another process made it first
+                self.produced += 1
+                if self.on_segment is not None:
+                    self.on_segment(state.rendition, time.monotonic() - started)
+        self.index.touch(key, size)
+        if self.index.total_bytes > self.index.max_bytes:
+            await asyncio.to_thread(self.index.evict)
         if index not in state.done:
             state.mark_done(index)
-        return path
+        return int(size)
+
+    async def segment_bytes(self, state: StreamState, index: int) -> bytes:
+        """The bytes of one segment, produced first if missing (again if evicted meanwhile)."""
+        key = state.spec.segment_key(state.rendition, index)
+        for _ in range(3):
+            await self.segment(state, index, ON_DEMAND)
+            try:
+                return await asyncio.to_thread(self.cache.path(*key).read_bytes)
+            except FileNotFoundError:
+                self.index.forget(key)  # evicted between production and reading
+        raise FileNotFoundError(f"segment {index} keeps vanishing from the cache")
 
     def request_soon(self, state: StreamState, index: int) -> None:
         """Produce a segment at on-demand priority without waiting for it."""
@@ -224,7 +242,7 @@ class Production:
     async def _background(self, state: StreamState) -> None:
         """Produce missing segments in order, `workers` at a time, while someone listens."""
         pending = [i for i in range(len(state.plan)) if i not in state.done]
-        in_flight: dict[asyncio.Task[Path], int] = {}
+        in_flight: dict[asyncio.Task[int], int] = {}
         try:
             while pending or in_flight:
                 idle = time.monotonic() - state.last_access > self.idle_seconds

@@ -8,14 +8,19 @@ cache stores bytes and knows nothing about what they mean.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from storage.errors import CacheWriteError
 
 DEFAULT_MAX_BYTES = 1 << 30
+LOCK_STRIPES = 256  # lock files shared by hash: bounded in number, rarely contended
 _SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -64,3 +69,20 @@ class DiskCache:
                 f"cannot write cache entry {'/'.join(parts)}: {exc.strerror}"
             ) from exc
         return path
+
+    @contextmanager
+    def lock(self, *parts: str) -> Iterator[None]:
+        """Exclusive lock on an entry, across threads and processes sharing `root`.
+
+        Lets one producer make an entry while others wait, then find it made.
+        """
+        digest = hashlib.sha256("/".join(parts).encode()).digest()
+        stripe = int.from_bytes(digest[:4], "big") % LOCK_STRIPES
+        directory = self.root / "locks"
+        directory.mkdir(exist_ok=True)
+        with open(directory / f"{stripe:03d}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
