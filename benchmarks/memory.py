@@ -9,7 +9,6 @@ proportional set size of the server, its worker processes and encoders.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import threading
@@ -21,7 +20,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import http_get, start_server  # noqa: E402
+from tests.conftest import http_get, process_tree, start_server  # noqa: E402
 from tests.helpers import parse_playlist  # noqa: E402
 
 RATE = 44100
@@ -39,24 +38,6 @@ def write_long_track(path: Path, minutes: float) -> None:
             block = np.stack([tone, tone], axis=1) + 0.02 * rng.standard_normal((len(t), 2))
             f.write(block.astype(np.float32))
             done += seconds
-
-
-def tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
 
 
 def pss_mb(pids: list[int]) -> float:
@@ -82,7 +63,7 @@ def measure(minutes: float, work: Path) -> tuple[float, float]:
     def sample() -> None:
         # Forkserver and workers are children of the server; encoders of the workers.
         while not stop.is_set():
-            peak[0] = max(peak[0], pss_mb(tree(server.process.pid)))
+            peak[0] = max(peak[0], pss_mb(process_tree(server.process.pid)))
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
 from storage.cache import DiskCache
 
 AREA = "segments"
+STALE_TEMP_SECONDS = 600  # no write takes this long; a live one may belong to another process
 
 
 def _pinned(relative: str) -> bool:
@@ -44,12 +46,15 @@ class LruIndex:
         found = []
         for dirpath, _, filenames in os.walk(self.area):
             for name in filenames:
-                if name.startswith("."):
-                    continue  # a temporary file of an interrupted write
                 path = Path(dirpath) / name
                 try:
                     st = path.stat()
                 except FileNotFoundError:
+                    continue
+                if name.startswith("."):
+                    # A temporary file; one this old was left by a crash mid-write.
+                    if time.time() - st.st_mtime > STALE_TEMP_SECONDS:
+                        path.unlink(missing_ok=True)
                     continue
                 found.append((st.st_mtime_ns, path.relative_to(self.area).as_posix(), st.st_size))
         found.sort()

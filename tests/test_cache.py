@@ -207,3 +207,28 @@ def test_a_full_disk_is_a_clear_503_and_never_a_truncated_segment(
         assert not [p for p in tiny_disk.rglob("*.part")]
     finally:
         server.stop()
+
+
+def test_a_changed_source_never_serves_old_segments(tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    import soundfile as sf
+
+    from tests.conftest import synth_program
+
+    sf.write(lib / "song.wav", synth_program(12.0, seed=1), 44100)
+    server = start_server("--segment-seconds", "4", cache_dir=tmp_path / "cache", library=lib)
+    try:
+        tid = server.track_id("song")
+        base = f"/hls/{tid}/original/1.00/flac"
+        before = server.get(f"{base}/1.m4s")[2]
+        sf.write(lib / "song.wav", synth_program(12.0, seed=2), 44100)  # same name, size and length
+        after = server.get(f"{base}/1.m4s")[2]
+        assert after != before
+        fresh = start_server("--segment-seconds", "4", cache_dir=tmp_path / "fresh", library=lib)
+        try:
+            assert fresh.get(f"{base}/1.m4s")[2] == after
+        finally:
+            fresh.stop()
+    finally:
+        server.stop()
