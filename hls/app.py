@@ -365,7 +365,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[CACHE] = DiskCache(cache_dir, settings.cache_max_bytes)
     index = LruIndex(app[CACHE], settings.cache_max_bytes)
     await asyncio.to_thread(index.load)
-    production = Production(app[CACHE], index, settings.workers, settings.idle_seconds)
+    production = Production(
+        app[CACHE], index, settings.workers, settings.idle_seconds, settings.max_pending
+    )
     production.on_segment = lambda rendition, seconds: (
         app[METRICS].segment_seconds.labels(rendition).observe(seconds)
     )

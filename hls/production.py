@@ -23,6 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
+from hls.errors import Overloaded
 from hls.streams import PreparedSource, SourceRef, StreamSpec, run_job
 from processing.plan import SegmentPlan
 from storage.cache import DiskCache
@@ -31,6 +32,7 @@ from storage.eviction import LruIndex
 ON_DEMAND = 0
 PREPARE = 0
 BACKGROUND = 10
+MAX_PENDING = 32  # on-demand jobs waiting for a worker before new ones get 503
 IDLE_SECONDS = 120.0  # background work of a stream nobody asked for pauses after this
 
 log = logging.getLogger("hls.production")
@@ -103,8 +105,14 @@ class Production:
     """The worker pool, its priority queue and the state of every stream."""
 
     def __init__(
-        self, cache: DiskCache, index: LruIndex, workers: int, idle_seconds: float = IDLE_SECONDS
+        self,
+        cache: DiskCache,
+        index: LruIndex,
+        workers: int,
+        idle_seconds: float = IDLE_SECONDS,
+        max_pending: int = MAX_PENDING,
     ) -> None:
+        self.max_pending = max_pending
         self.cache = cache
         self.index = index
         self.workers = workers
@@ -112,6 +120,8 @@ class Production:
         self._pool = ProcessPoolExecutor(workers, mp_context=_pool_context())
         self._queue: asyncio.PriorityQueue[_Job] = asyncio.PriorityQueue()
         self._running: set[Hashable] = set()
+        self._queued_on_demand: set[Hashable] = set()
+        self._waiters: dict[Hashable, int] = {}
         self._sequence = itertools.count()
         self._inflight: dict[Hashable, asyncio.Future] = {}
         self._streams: dict[tuple[StreamSpec, str], StreamState] = {}
@@ -143,8 +153,9 @@ class Production:
             job = await self._queue.get()
             key, fn, args, future = job.key, job.fn, job.args, job.future
             if future.done() or key in self._running:
-                continue  # the same work queued again at another priority
+                continue  # the same work queued again at another priority, or dropped
             self._running.add(key)
+            self._queued_on_demand.discard(key)
             try:
                 result = await loop.run_in_executor(self._pool, fn, *args)
             except BrokenProcessPool as exc:
@@ -162,15 +173,36 @@ class Production:
                 self._running.discard(key)
 
     async def run(self, key: Hashable, priority: int, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run fn(*args) in a worker once per key; concurrent callers share the result."""
+        """Run fn(*args) in a worker once per key; concurrent callers share the result.
+
+        New on-demand work beyond `max_pending` queued jobs is refused with
+        503 (Overloaded) at once. A caller that goes away does not cancel work
+        others wait for; work nobody waits for any more is dropped unless it
+        has started.
+        """
         future = self._inflight.get(key)
         if future is None:
+            if priority <= ON_DEMAND and len(self._queued_on_demand) >= self.max_pending:
+                raise Overloaded(f"{len(self._queued_on_demand)} requests are waiting for work")
             future = asyncio.get_running_loop().create_future()
             self._inflight[key] = future
             future.add_done_callback(lambda _f: self._inflight.pop(key, None))
             future.add_done_callback(_consume_exception)
+        if priority <= ON_DEMAND and key not in self._running:
+            self._queued_on_demand.add(key)
+            future.add_done_callback(lambda _f: self._queued_on_demand.discard(key))
         self._queue.put_nowait(_Job(priority, next(self._sequence), key, fn, args, future))
-        return await asyncio.shield(future)
+        self._waiters[key] = self._waiters.get(key, 0) + 1
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if not future.done() and self._waiters.get(key, 0) <= 1 and key not in self._running:
+                future.cancel()  # nobody waits for it and it has not started: drop it
+            raise
+        finally:
+            self._waiters[key] -= 1
+            if self._waiters[key] <= 0:
+                del self._waiters[key]
 
     async def prepare(self, source: SourceRef, cache_dir: str) -> PreparedSource:
         """Exact rate, channels and length of a source (converted once if needed)."""

@@ -68,6 +68,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("segment_seconds", _seconds, 30.0, "target segment duration in seconds"),
     Setting("secret", str, "hls-origin", "key from which opaque track ids are derived"),
     Setting(
+        "max_pending",
+        _positive_int,
+        32,
+        "on-demand jobs that may wait for a worker; beyond it new work gets 503",
+    ),  # fmt: skip
+    Setting(
         "idle_seconds",
         _seconds,
         120.0,
@@ -87,6 +93,7 @@ class Settings:
     segment_seconds: float = 30.0
     secret: str = "hls-origin"
     idle_seconds: float = 120.0
+    max_pending: int = 32
     context_seconds: float = 5.0
     overlap_seconds: float = 1.0
     blocking_reload_seconds: float = 6.0  # hls.js gives a playlist request 10 s

@@ -1,0 +1,46 @@
+"""Overload: past the bounded queue, new cold work gets 503 + Retry-After at once (SPEC §3)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from tests.conftest import put_track, start_server
+from tests.helpers import parse_playlist
+
+
+def test_a_saturated_pool_refuses_new_cold_work_quickly_and_finishes_what_it_accepted(tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    put_track(lib, "drascula-track2.ogg", 198.0)
+    server = start_server("--workers", "1", "--max-pending", "2", cache_dir=tmp_path / "cache", library=lib)
+    try:
+        tid = server.track_id("drascula")
+        server.get(f"/hls/{tid}/original/1.00/aac/index.m3u8")  # the source is prepared
+        results: dict[int, tuple[int, dict, bytes, float]] = {}
+
+        def cold(i: int) -> None:
+            started = time.perf_counter()
+            status, headers, body = server.get(f"/hls/{tid}/punchy/{i * 0.05 + 0.05:.2f}/aac/index.m3u8")
+            results[i] = (status, headers, body, time.perf_counter() - started)
+
+        threads = [threading.Thread(target=cold, args=(i,)) for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        statuses = [r[0] for r in results.values()]
+        assert 503 in statuses and 200 in statuses, statuses
+        for status, headers, body, seconds in results.values():
+            if status == 503:
+                assert headers["Retry-After"] and seconds < 1.0, seconds
+            else:
+                assert status == 200 and parse_playlist(body).segments
+        assert server.get("/healthz")[0] == 200
+        # Refused streams work once the load is gone.
+        for i, (status, *_rest) in results.items():
+            if status == 503:
+                again = server.get(f"/hls/{tid}/punchy/{i * 0.05 + 0.05:.2f}/aac/index.m3u8")
+                assert again[0] == 200
+    finally:
+        server.stop()
