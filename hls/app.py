@@ -364,7 +364,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[CATALOG] = catalog
     app[CACHE] = DiskCache(cache_dir, settings.cache_max_bytes)
     index = LruIndex(app[CACHE], settings.cache_max_bytes)
-    await asyncio.to_thread(index.load)
+    # Index the existing cache in the background: serving starts at once.
+    loading = asyncio.create_task(asyncio.to_thread(index.load))
     production = Production(
         app[CACHE], index, settings.workers, settings.idle_seconds, settings.max_pending
     )
@@ -374,6 +375,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[PRODUCTION] = production
     await production.start()
     yield
+    await loading
     await production.close()
 
 

@@ -10,10 +10,14 @@ from tests.conftest import put_track, start_server
 from tests.helpers import parse_playlist
 
 
-def test_a_saturated_pool_refuses_new_cold_work_quickly_and_finishes_what_it_accepted(tmp_path: Path) -> None:
+def test_a_saturated_pool_refuses_new_cold_work_quickly_and_finishes_what_it_accepted(
+    tmp_path: Path,
+) -> None:
     lib = tmp_path / "lib"
     put_track(lib, "drascula-track2.ogg", 198.0)
-    server = start_server("--workers", "1", "--max-pending", "2", cache_dir=tmp_path / "cache", library=lib)
+    server = start_server(
+        "--workers", "1", "--max-pending", "2", cache_dir=tmp_path / "cache", library=lib
+    )
     try:
         tid = server.track_id("drascula")
         server.get(f"/hls/{tid}/original/1.00/aac/index.m3u8")  # the source is prepared
@@ -21,7 +25,9 @@ def test_a_saturated_pool_refuses_new_cold_work_quickly_and_finishes_what_it_acc
 
         def cold(i: int) -> None:
             started = time.perf_counter()
-            status, headers, body = server.get(f"/hls/{tid}/punchy/{i * 0.05 + 0.05:.2f}/aac/index.m3u8")
+            status, headers, body = server.get(
+                f"/hls/{tid}/punchy/{i * 0.05 + 0.05:.2f}/aac/index.m3u8"
+            )
             results[i] = (status, headers, body, time.perf_counter() - started)
 
         threads = [threading.Thread(target=cold, args=(i,)) for i in range(12)]
@@ -42,5 +48,27 @@ def test_a_saturated_pool_refuses_new_cold_work_quickly_and_finishes_what_it_acc
             if status == 503:
                 again = server.get(f"/hls/{tid}/punchy/{i * 0.05 + 0.05:.2f}/aac/index.m3u8")
                 assert again[0] == 200
+    finally:
+        server.stop()
+
+
+def test_a_client_that_disconnects_does_not_cancel_work_another_waits_for(tmp_path: Path) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    lib = tmp_path / "lib"
+    put_track(lib, "wesnoth-battle-epic.ogg", 74.0)
+    server = start_server("--segment-seconds", "10", cache_dir=tmp_path / "cache", library=lib)
+    try:
+        tid = server.track_id("battle")
+        path = f"/hls/{tid}/bright/0.80/aac/6.m4s"
+        parts = urlsplit(server.url)
+        quitter = socket.create_connection((parts.hostname, parts.port))
+        quitter.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        time.sleep(0.05)
+        quitter.close()  # gone before the segment exists
+        status, _, body = server.get(path)
+        assert status == 200 and body[4:8] == b"styp"
+        assert server.get("/healthz")[0] == 200
     finally:
         server.stop()
