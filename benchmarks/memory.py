@@ -20,7 +20,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import http_get, process_tree, start_server  # noqa: E402
+from tests.conftest import http_get, start_server, tree_pss_mb  # noqa: E402
 from tests.helpers import parse_playlist  # noqa: E402
 
 RATE = 44100
@@ -40,18 +40,6 @@ def write_long_track(path: Path, minutes: float) -> None:
             done += seconds
 
 
-def pss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
-
-
 def measure(minutes: float, work: Path) -> tuple[float, float]:
     library = work / f"lib{minutes:g}"
     library.mkdir()
@@ -63,7 +51,7 @@ def measure(minutes: float, work: Path) -> tuple[float, float]:
     def sample() -> None:
         # Forkserver and workers are children of the server; encoders of the workers.
         while not stop.is_set():
-            peak[0] = max(peak[0], pss_mb(process_tree(server.process.pid)))
+            peak[0] = max(peak[0], tree_pss_mb(server.process.pid))
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample)

@@ -110,6 +110,19 @@ def process_tree(root: int) -> list[int]:
     return out
 
 
+def tree_pss_mb(root: int) -> float:
+    """Proportional set size of `root` and its descendants, summed, in MB."""
+    total = 0
+    for pid in process_tree(root):
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
 def http_get(url: str, timeout: float = 60.0) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url)
     try:
