@@ -17,6 +17,7 @@ import itertools
 import logging
 import multiprocessing
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -272,33 +273,53 @@ class Production:
         state.background = asyncio.create_task(self._background(state))
 
     async def _background(self, state: StreamState) -> None:
-        """Produce missing segments in order, `workers` at a time, while someone listens."""
+        """Produce missing segments while someone listens, one lane per worker.
+
+        The missing segments are cut into `workers` contiguous runs, each
+        produced in order by its own lane. A lane submits its next segment
+        when its last one is done, so the worker that just finished (and
+        still holds the previous window's rendering) takes it: each window
+        is rendered about once instead of twice.
+        """
         pending = [i for i in range(len(state.plan)) if i not in state.done]
-        in_flight: dict[asyncio.Task[int], int] = {}
-        try:
-            while pending or in_flight:
-                idle = time.monotonic() - state.last_access > self.idle_seconds
-                while pending and len(in_flight) < self.workers and not idle:
-                    index = pending.pop(0)
-                    if index not in state.done:
-                        task = asyncio.create_task(self.segment(state, index, BACKGROUND))
-                        in_flight[task] = index
-                if not in_flight:
-                    return  # nobody has asked for a while: resume on the next request
-                finished, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                for task in finished:
-                    index = in_flight.pop(task)
-                    if task.exception() is not None:
-                        log.warning(
-                            "background production of %s/%s stopped at segment %d: %s",
-                            state.spec.source.key, state.rendition, index, task.exception(),
-                        )  # fmt: skip
-                        state.error = task.exception()
-                        state.changed.set()
-                        pending.clear()
-        finally:
-            for task in in_flight:
-                task.cancel()
+        # Runs of about equal audio (not equal counts: the ramp's segments are short).
+        total = sum(state.plan[i].samples for i in pending)
+        runs: list[list[int]] = [[] for _ in range(self.workers)]
+        done_samples = 0
+        for index in pending:
+            lane = min(done_samples * self.workers // max(total, 1), self.workers - 1)
+            runs[lane].append(index)
+            done_samples += state.plan[index].samples
+        queues = [deque(run) for run in runs]
+        await asyncio.gather(*(self._lane(state, queues, lane) for lane in range(len(queues))))
+
+    async def _lane(self, state: StreamState, queues: list[deque[int]], lane: int) -> None:
+        """Produce the lane's run front to back; when it is empty, take the back of the longest."""
+        while True:
+            own = queues[lane]
+            if own:
+                index = own.popleft()
+            else:
+                longest = max(queues, key=len)
+                if not longest:
+                    return
+                index = longest.pop()  # from the far end: both lanes stay contiguous
+            if state.error is not None:
+                return
+            if time.monotonic() - state.last_access > self.idle_seconds:
+                return  # nobody has asked for a while: resume on the next request
+            if index in state.done:
+                continue
+            try:
+                await self.segment(state, index, BACKGROUND)
+            except Exception as exc:
+                log.warning(
+                    "background production of %s/%s stopped at segment %d: %s",
+                    state.spec.source.key, state.rendition, index, exc,
+                )  # fmt: skip
+                state.error = exc
+                state.changed.set()
+                return
 
     async def wait_listed(self, state: StreamState, count: int, timeout: float) -> None:
         """Return once `count` segments are listed, the stream is complete, or `timeout` passes."""
