@@ -56,7 +56,9 @@ async def _serve(settings: Settings) -> None:
 
     if settings.library is not None and not settings.library.is_dir():
         raise SystemExit(f"hls-origin: library {settings.library} is not a directory")
-    runner = web.AppRunner(create_app(settings), access_log=None)
+    # Cancel a handler whose client went away: work it alone waited for is then
+    # dropped from the queue (shared work is shielded and goes on).
+    runner = web.AppRunner(create_app(settings), access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()

@@ -87,3 +87,38 @@ def test_a_client_that_disconnects_does_not_cancel_work_another_waits_for(tmp_pa
         assert server.get("/healthz")[0] == 200
     finally:
         server.stop()
+
+
+def test_queued_work_whose_only_client_left_is_dropped(tmp_path: Path) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    lib = tmp_path / "lib"
+    put_track(lib, "drascula-track2.ogg", 198.0)
+    cache = tmp_path / "cache"
+    server = start_server(
+        "--workers",
+        "1",
+        "--segment-seconds",
+        "10",
+        "--idle-seconds",
+        "0.5",
+        cache_dir=cache,
+        library=lib,
+    )
+    try:
+        tid = server.track_id("drascula")
+        busy = threading.Thread(target=server.get, args=(f"/hls/{tid}/punchy/1.00/flac/12.m4s",))
+        busy.start()  # occupies the only worker (analysis, then a 10 s FLAC segment)
+        time.sleep(0.1)
+        parts = urlsplit(server.url)
+        quitter = socket.create_connection((parts.hostname, parts.port))
+        quitter.sendall(f"GET /hls/{tid}/warm/1.00/aac/15.m4s HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        time.sleep(0.1)
+        quitter.close()  # leaves while its segment is still queued
+        busy.join()
+        time.sleep(2.0)  # the worker is free again: dropped work must not run now
+        assert not list(cache.rglob("warm/1.00/aac/15.m4s"))
+        assert server.get(f"/hls/{tid}/warm/1.00/aac/15.m4s")[0] == 200  # asked again: made
+    finally:
+        server.stop()
