@@ -214,8 +214,8 @@ async def rendition_file(request: web.Request) -> web.StreamResponse:
     if index >= len(stream.plan):
         raise NotFound(f"segment {index} is past the end (the track has {len(stream.plan)})")
     state.touch()
-    production.ensure_background(state)
     data = await production.segment_bytes(state, index)
+    production.ensure_background(state)  # after: the requested segment has the machine first
     key = "/".join(stream.spec.segment_key(rendition, index))
     etag = hashlib.sha256(key.encode()).hexdigest()[:32]
     return _bytes(request, data, "video/iso.segment", etag)
@@ -234,7 +234,8 @@ async def live_playlist(
     """The live-then-VOD playlist, with blocking reload while incomplete (§4)."""
     settings = request.app[SETTINGS]
     state.touch()
-    production.ensure_background(state)
+    if state.listed > 0:
+        production.ensure_background(state)
     msn_text = request.query.get("_HLS_msn")
     if msn_text is not None and not state.complete:
         if not re.fullmatch(r"\d{1,9}", msn_text):
@@ -250,6 +251,9 @@ async def live_playlist(
         await production.wait_listed(state, msn + 1, settings.blocking_reload_seconds)
     if state.listed == 0:
         await production.segment(state, 0, ON_DEMAND)
+        # Background work starts only now: segment 0, which the listener waits
+        # for, has both cores to itself (the analysis runs on all of them).
+        production.ensure_background(state)
     body = playlist.media_playlist(state.plan, state.listed, complete=state.complete, live=True)
     return _text(body, M3U8, PLAYLIST_CACHE if state.complete else LIVE_CACHE)
 

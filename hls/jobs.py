@@ -17,11 +17,19 @@ import numpy as np
 
 from hls import fmp4
 from hls.streams import PreparedSource, SourceRef, StreamSpec, plan_for
-from processing.analysis import ANALYSIS_VERSION, Analysis, analyze
+from processing import chain
+from processing.analysis import ANALYSIS_VERSION, Analysis, analyze, corrective_eq, spectral_tilt
 from processing.decode import AudioSource
-from processing.encode import RENDITIONS
+from processing.encode import RENDITIONS, encode_aac
 from processing.plan import WindowSettings
-from processing.render import Renderer, chain_processor, encode_segment
+from processing.render import (
+    CHAIN_REACH,
+    Renderer,
+    chain_processor,
+    encode_segment,
+    start_encoder,
+)
+from processing.threads import parallel_map
 from storage.cache import DiskCache
 
 RENDERERS_PER_WORKER = 2
@@ -35,7 +43,19 @@ def _scratch(cache_dir: str) -> Path:
 
 
 def warm_up() -> int:
-    """Run once per worker at start-up, so that the first real job finds it ready."""
+    """Run once per worker at start-up, so that the first real job finds it ready.
+
+    The first call of each scipy routine loads code, the thread pool starts
+    its threads and the first ffmpeg of a machine maps ~200 libraries: all
+    of it is paid here (about 0.1 s) instead of by the first listener.
+    """
+    rate = 44100
+    t = np.arange(rate // 2, dtype=np.float32) / rate
+    audio = np.stack([np.sin(2 * np.pi * 440 * t)] * 2, axis=1) * np.float32(0.5)
+    params = chain.ChainParams("adaptive", 3.0, corrective_eq(-3.0))
+    parallel_map(lambda x: chain.process(x, rate, params, 0.5), [audio, audio])
+    spectral_tilt([(audio, 0)], rate)
+    encode_aac(audio, rate, RENDITIONS["aac"].bitrate)
     return os.getpid()
 
 
@@ -62,16 +82,18 @@ def load_analysis(spec: StreamSpec, source: AudioSource) -> Analysis:
     return result
 
 
-def renderer_for(spec: StreamSpec) -> Renderer:
+def renderer_for(spec: StreamSpec, source: AudioSource | None = None) -> Renderer:
+    """The worker's renderer of a stream (analysing the track first if nobody has)."""
     if spec in _renderers:
         _renderers.move_to_end(spec)
         return _renderers[spec]
-    source = open_source(spec.source, spec.cache_dir)
+    if source is None:
+        source = open_source(spec.source, spec.cache_dir)
     plan = plan_for(spec, source.length, source.rate)
     window = WindowSettings.from_seconds(source.rate, spec.context_seconds, spec.overlap_seconds)
     analysis = None if spec.preset == "original" else load_analysis(spec, source)
     process = chain_processor(source.rate, analysis, float(spec.intensity))
-    renderer = Renderer(source, plan, window, process)
+    renderer = Renderer(source, plan, window, process, reach=CHAIN_REACH)
     _renderers[spec] = renderer
     if len(_renderers) > RENDERERS_PER_WORKER:
         _renderers.popitem(last=False)
@@ -90,8 +112,16 @@ def produce_segment(spec: StreamSpec, rendition: str, index: int) -> tuple[int, 
         existing = cache.get(*key)
         if existing is not None:
             return existing.stat().st_size, False
-        renderer = renderer_for(spec)
-        encoded = encode_segment(renderer, RENDITIONS[rendition], index)
+        known = _renderers.get(spec)
+        source = known.source if known else open_source(spec.source, spec.cache_dir)
+        # ffmpeg starts (~50 ms) while the track is analysed and the windows rendered.
+        encoder = start_encoder(RENDITIONS[rendition], source.rate, source.channels)
+        try:
+            renderer = renderer_for(spec, source)
+        except BaseException:
+            encoder.abort()
+            raise
+        encoded = encode_segment(renderer, RENDITIONS[rendition], index, encoder)
         data = fmp4.media_segment(index + 1, encoded.base_decode_time, encoded.packets)
         cache.write(key, data)
     return len(data), True

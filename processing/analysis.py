@@ -3,14 +3,16 @@
 Deterministic: the same source content and preset give the same numbers in
 every process, so no segment's gain or EQ can differ from its neighbour's.
 Long tracks are measured on evenly spread excerpts (each with a lead-in that
-lets the compressor settle) instead of a full decode, to keep the first
-segment fast.
+lets the compressor settle) instead of a full decode, and the excerpts are
+measured on all cores at once: the analysis is on the path of the first
+segment of every track never seen before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 from scipy.signal import sosfilt, welch
@@ -18,8 +20,9 @@ from scipy.signal import sosfilt, welch
 from processing import chain, dsp, loudness
 from processing.decode import AudioSource
 from processing.dsp import Biquad
+from processing.threads import parallel_map
 
-ANALYSIS_VERSION = 5
+ANALYSIS_VERSION = 6
 FULL_READ_SECONDS = 60.0  # shorter tracks are measured whole
 EXCERPTS = 8
 EXCERPT_SECONDS = 4.0
@@ -29,15 +32,15 @@ MAX_CORRECTION_DB = 4.0
 MAX_GAIN_DB = 24.0
 LIMITER_PASSES = 4
 LOUDNESS_TOLERANCE_LU = 0.1
+DECIMATION = 16  # the limiter passes work on 16-sample power sums and peak maxima
 
 
 @dataclass(frozen=True)
 class Analysis:
-    """Sampled source measurements and the chain parameters derived from them."""
+    """The chain parameters of one track and preset, and what they were derived from."""
 
-    loudness_lufs: float  # of the excerpts, an estimate of the whole track's
-    tilt_db_per_octave: float
     params: chain.ChainParams
+    tilt_db_per_octave: float | None = None  # measured only when the preset corrects it
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -48,7 +51,7 @@ class Analysis:
         params = chain.ChainParams(
             p["preset"], p["gain_db"], tuple(Biquad(**b) for b in p["corrective"])
         )
-        return cls(data["loudness_lufs"], data["tilt_db_per_octave"], params)
+        return cls(params, data["tilt_db_per_octave"])
 
 
 def excerpts(source: AudioSource) -> list[tuple[np.ndarray, int]]:
@@ -59,7 +62,7 @@ def excerpts(source: AudioSource) -> list[tuple[np.ndarray, int]]:
     lead, size = round(LEAD_SECONDS * rate), round(EXCERPT_SECONDS * rate)
     span = length - size
     starts = [round(span * (i + 0.5) / EXCERPTS) for i in range(EXCERPTS)]
-    return [(source.read(s - lead, s + size), lead) for s in starts]
+    return parallel_map(lambda s: (source.read(s - lead, s + size), lead), starts)
 
 
 def spectral_tilt(parts: list[tuple[np.ndarray, int]], rate: int) -> float:
@@ -102,58 +105,80 @@ def corrective_eq(tilt: float) -> tuple[Biquad, ...]:
     )
 
 
+def _decimate(values: np.ndarray, how: str) -> np.ndarray:
+    """Sums (how="sum") or maxima ("max") of consecutive `DECIMATION`-sample groups."""
+    n = len(values) // DECIMATION * DECIMATION
+    groups = values[:n].reshape(-1, DECIMATION)
+    return np.asarray(groups.sum(axis=1) if how == "sum" else groups.max(axis=1))
+
+
 def _k_power(audio: np.ndarray, rate: int) -> np.ndarray:
-    """Per-sample K-weighted power summed over channels, shape (n,)."""
+    """K-weighted power summed over channels and over each `DECIMATION` samples."""
     weighted = sosfilt(loudness.k_weighting_sos(rate), audio.astype(np.float64), axis=0)
-    return np.asarray((weighted**2).sum(axis=1))
+    return _decimate(np.einsum("ij,ij->i", weighted, weighted), "sum")
 
 
-def _gated(powers: list[np.ndarray], curves: Sequence[np.ndarray | None], rate: int) -> float:
-    """Pooled gated loudness of K-weighted powers, each times a squared gain curve."""
+def _gated(powers: list[np.ndarray], curves: Sequence[np.ndarray | None], rate: float) -> float:
+    """Pooled gated loudness of K-weighted powers, each times a squared gain curve.
+
+    `rate`: of the decimated powers; each value is a sum of `DECIMATION` samples.
+    """
     blocks = []
     for power, curve in zip(powers, curves, strict=True):
         weighted = power if curve is None else power * curve.astype(np.float64) ** 2
-        blocks.append(loudness.blocks_of_power(weighted, rate))
+        blocks.append(loudness.blocks_of_power(weighted, rate) / DECIMATION)
     return loudness.gated_loudness(np.concatenate(blocks) if blocks else np.zeros(0))
 
 
-def _pooled_loudness(parts: list[tuple[np.ndarray, int]], rate: int) -> float:
-    powers = [loudness.block_powers(audio[lead:], rate) for audio, lead in parts]
-    return loudness.gated_loudness(np.concatenate(powers) if powers else np.zeros(0))
+def _shaped(
+    part: tuple[np.ndarray, int],
+    rate: int,
+    preset: chain.Preset,
+    corrective: tuple[Biquad, ...],
+) -> tuple[np.ndarray, np.ndarray]:
+    """K-weighted power and estimated true peak of one excerpt after EQ and compression.
+
+    Both scale with the gain that follows, so they are computed once. Two of
+    the four interpolated phases give the estimate (the render uses all four).
+    """
+    audio, lead = part
+    shaped = chain.pre_gain(audio, rate, preset, corrective)[lead:]
+    peak = dsp.true_peak_envelope(shaped, phases=(1, 2))
+    return _k_power(shaped, rate), _decimate(peak, "max")
 
 
 def analyze(source: AudioSource, preset_name: str) -> Analysis:
     """Measure the source and decide the chain's parameters for `preset_name`."""
     preset = chain.PRESETS[preset_name]
     rate = source.rate
-    parts = excerpts(source)
-    source_lufs = _pooled_loudness(parts, rate)
-    tilt = spectral_tilt(parts, rate)
     if preset.bypass:
-        return Analysis(round(source_lufs, 4), round(tilt, 4), chain.ChainParams(preset_name, 0.0))
-    corrective = corrective_eq(tilt) if preset.corrective_eq else ()
-    shaped = [(chain.pre_gain(a, rate, preset, corrective), lead) for a, lead in parts]
-    # K-weighted power and true peak of the shaped excerpts, computed once:
-    # both scale with the gain, and the limiter's gain curve varies slowly
-    # enough to be applied to the K-weighted power directly.
-    powers = [_k_power(a[lead:], rate) for a, lead in shaped]
-    # Two of the four interpolated phases: an estimate, the render uses all four.
-    peaks = [dsp.true_peak_envelope(a[lead:], phases=(1, 2)) for a, lead in shaped]
-    gain_db = preset.target_lufs - _gated(powers, [None] * len(powers), rate)
+        return Analysis(chain.ChainParams(preset_name, 0.0))
+    parts = excerpts(source)
+    tilt = round(spectral_tilt(parts, rate), 4) if preset.corrective_eq else None
+    corrective = corrective_eq(tilt) if tilt is not None else ()
+    measured = parallel_map(
+        partial(_shaped, rate=rate, preset=preset, corrective=corrective), parts
+    )
+    del parts
+    powers = [power for power, _ in measured]
+    peaks = [peak for _, peak in measured]
+    # The limiter's gain curve varies slowly enough to be applied to the
+    # K-weighted power directly, and at a 16th of the rate.
+    rate_d = rate / DECIMATION
+    gain_db = preset.target_lufs - _gated(powers, [None] * len(powers), rate_d)
     gain_db = float(np.clip(gain_db, -MAX_GAIN_DB, MAX_GAIN_DB))
     # The limiter takes loudness away, more as the gain grows: compensate
     # until within tolerance (peaky material needs a few passes).
     for _ in range(LIMITER_PASSES):
         scale = dsp.db_to_gain(gain_db)
-        curves = [dsp.limiter_gain(p * scale, rate, preset.limiter) for p in peaks]
+        curves = [dsp.limiter_gain(p * scale, rate_d, preset.limiter) for p in peaks]
         scaled = [k * scale**2 for k in powers]
-        error = preset.target_lufs - _gated(scaled, curves, rate)
+        error = preset.target_lufs - _gated(scaled, curves, rate_d)
         gain_db = float(np.clip(gain_db + error, -MAX_GAIN_DB, MAX_GAIN_DB))
         if abs(error) < LOUDNESS_TOLERANCE_LU:
             break
     gain_db = round(gain_db, 4)
-    params = chain.ChainParams(preset_name, gain_db, corrective)
-    return Analysis(round(source_lufs, 4), round(tilt, 4), params)
+    return Analysis(chain.ChainParams(preset_name, gain_db, corrective), tilt)
 
 
 @dataclass(frozen=True)

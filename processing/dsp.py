@@ -228,7 +228,7 @@ class Limiter:
     margin_db: float = 0.3  # interpolation and smoothing error allowance
 
 
-def limiter_gain(peak: np.ndarray, rate: int, lim: Limiter) -> np.ndarray:
+def limiter_gain(peak: np.ndarray, rate: float, lim: Limiter) -> np.ndarray:
     """Gain curve (n,) that keeps a signal with true-peak envelope `peak` under the ceiling.
 
     Required gain g = min(1, ceiling / true_peak). A minimum filter spreading

@@ -84,10 +84,6 @@ class Encoder:
         self.proc.communicate()
 
 
-def _run(argv: list[str], pcm: bytes | memoryview, what: str) -> bytes:
-    return Encoder(argv, what).finish(pcm)
-
-
 def aac_argv(rate: int, channels: int, bitrate: int) -> list[str]:
     stream = ffmpeg.input("pipe:0", format="f32le", ar=rate, ac=channels)
     stream = ffmpeg.output(
@@ -160,11 +156,16 @@ def flac_argv(rate: int, channels: int) -> list[str]:
     return ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", *ffmpeg.get_args(stream)]
 
 
-def encode_flac(pcm24: np.ndarray, rate: int) -> list[Packet]:
-    """FLAC frames of (n, channels) int32 PCM from `to_pcm24`, 4096 samples each."""
+def encode_flac(pcm24: np.ndarray, rate: int, encoder: Encoder | None = None) -> list[Packet]:
+    """FLAC frames of (n, channels) int32 PCM from `to_pcm24`, 4096 samples each.
+
+    `encoder`: an ffmpeg already started with `flac_argv` for this input.
+    """
     channels = pcm24.shape[1]
     raw = np.ascontiguousarray(pcm24, dtype="<i4").data.cast("B")
-    data = _run(flac_argv(rate, channels), raw, "FLAC encoding")
+    if encoder is None:
+        encoder = Encoder(flac_argv(rate, channels), "FLAC encoding")
+    data = encoder.finish(raw)
     count = -(-len(pcm24) // FLAC_BLOCK_SAMPLES)
     frames = split_flac(data, count)
     sizes = [FLAC_BLOCK_SAMPLES] * (count - 1) + [len(pcm24) - FLAC_BLOCK_SAMPLES * (count - 1)]

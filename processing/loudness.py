@@ -60,7 +60,7 @@ def block_powers(audio: np.ndarray, rate: int) -> np.ndarray:
     return blocks_of_power((weighted**2).sum(axis=1), rate)
 
 
-def blocks_of_power(power: np.ndarray, rate: int) -> np.ndarray:
+def blocks_of_power(power: np.ndarray, rate: float) -> np.ndarray:
     """Mean of a per-sample K-weighted power over each 400 ms block (75 % overlap)."""
     block = round(BLOCK_SECONDS * rate)
     step = round(block * (1 - BLOCK_OVERLAP))

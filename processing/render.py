@@ -2,16 +2,23 @@
 
 The processed program is one global signal, defined piecewise:
 
-- window k renders source samples [s_k - context, e_k + overlap + context]
-  through the chain and keeps [s_k, e_k + overlap) (`rendering k`);
+- window k renders source samples [s_k - context, e_k + tail + after]
+  through the chain and keeps [s_k, e_k + tail) (`rendering k`), where the
+  tail is the overlap (at least an encoder's post-roll) and `after` is the
+  context after, cut to the processor's reach when it declares one: every
+  stage of the chain is causal but the limiter, which looks 5 ms ahead, so
+  samples further on cannot change the kept ones (tested: identical);
+  the track starts at rest, so no window reaches before sample 0 (as the
+  whole-track reference does not);
 - on segment k's head [s_k, s_k + overlap) the program is a crossfade with
   complementary gains from rendering k-1 to rendering k (the renderings are
   coherent, so gains summing to one keep the level flat); elsewhere in
   segment k it is rendering k.
 
-Each AAC segment encodes that signal from 64 frames of pre-roll before the
+Each AAC segment encodes that signal from `PREROLL_FRAMES` before the
 segment to 2 frames after it and keeps exactly its own packets (§6); the
-FLAC segment encodes the segment's samples alone. Everything is a pure
+post-roll continues the segment's own rendering. The FLAC segment encodes
+the segment's samples alone. Everything is a pure
 function of (source content, preset, intensity, rendition, index, settings).
 """
 
@@ -36,16 +43,18 @@ from processing.encode import (
     aac_argv,
     encode_aac,
     encode_flac,
+    flac_argv,
     to_pcm24,
 )
 from processing.plan import FRAME_SAMPLES, SegmentPlan, WindowSettings
+from processing.threads import parallel_map
 
 PREROLL_FRAMES = (
     128  # 64 and 96 left +3.3 and +5.8 dB seams on some boundaries; 128 (3 s) stays under 2 dB
 )
 POSTROLL_FRAMES = 2  # the last kept packet needs the next frame's MDCT input
-HEAD_MARGIN = 4096  # samples rendered past a head rendering (limiter look-ahead is ~0.5k)
-RENDER_MEMO_SIZE = 2  # renderings k-1 and k; the next window is rendered as a head only
+CHAIN_REACH = 4096  # samples rendered past the kept ones: the chain looks ~1k ahead (limiter)
+RENDER_MEMO_SIZE = 2  # renderings k-1 and k
 
 
 @dataclass(frozen=True)
@@ -74,7 +83,11 @@ def _run_chain(
 
 
 class Renderer:
-    """Renders the processed program of one track through one processor (None = bypass)."""
+    """Renders the processed program of one track through one processor (None = bypass).
+
+    reach: how many samples ahead of its output the processor looks (None:
+    unknown, the full context after each window is rendered).
+    """
 
     def __init__(
         self,
@@ -82,47 +95,44 @@ class Renderer:
         plan: SegmentPlan,
         window: WindowSettings,
         process: Processor | None,
+        reach: int | None = None,
     ) -> None:
         self.source = source
         self.plan = plan
         self.window = window
         self.process = process
         self.bypass = process is None
+        self.tail = max(window.overlap, POSTROLL_FRAMES * FRAME_SAMPLES)
+        self.after = window.context if reach is None else min(window.context, reach)
         self._memo: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._heads: dict[tuple[int, int], np.ndarray] = {}
 
-    def rendering(self, k: int) -> np.ndarray:
-        """Rendering k over [s_k, e_k + overlap): window k through the chain, context trimmed."""
-        if k in self._memo:
-            self._memo.move_to_end(k)
-            return self._memo[k]
+    def _render(self, k: int) -> np.ndarray:
         seg = self.plan[k]
-        ctx, ovl = self.window.context, self.window.overlap
-        audio = self.source.read(seg.start - ctx, seg.end + ovl + ctx)
+        start = max(seg.start - self.window.context, 0)
+        audio = self.source.read(start, seg.end + self.tail + self.after)
         assert self.process is not None
         out = self.process(audio)
-        kept = np.ascontiguousarray(out[ctx : len(out) - ctx])
-        self._memo[k] = kept
-        if len(self._memo) > RENDER_MEMO_SIZE:
+        return np.ascontiguousarray(out[seg.start - start : seg.end + self.tail - start])
+
+    def rendering(self, k: int) -> np.ndarray:
+        """Rendering k over [s_k, e_k + tail): window k through the chain, context trimmed."""
+        if k not in self._memo:
+            self._remember(k, self._render(k))
+        self._memo.move_to_end(k)
+        return self._memo[k]
+
+    def _remember(self, k: int, rendering: np.ndarray) -> None:
+        self._memo[k] = rendering
+        while len(self._memo) > RENDER_MEMO_SIZE:
             self._memo.popitem(last=False)
-        return kept
 
-    def head_rendering(self, k: int, samples: int) -> np.ndarray:
-        """The first `samples` of rendering k from a window cut short after them.
-
-        Every stage reaches at most a few ms ahead, so this equals rendering k
-        there (to rounding); the post-roll of segment k-1 needs no more.
-        """
-        key = (k, samples)
-        if key in self._heads:
-            return self._heads[key]
-        seg = self.plan[k]
-        ctx = self.window.context
-        audio = self.source.read(seg.start - ctx, seg.start + samples + HEAD_MARGIN)
-        assert self.process is not None
-        head = np.ascontiguousarray(self.process(audio)[ctx : ctx + samples])
-        self._heads = {key: head}
-        return head
+    def prefetch(self, index: int) -> None:
+        """Render windows index-1 and index (what segment `index` needs) at once, on all cores."""
+        if self.bypass:
+            return
+        missing = [k for k in (index - 1, index) if k >= 0 and k not in self._memo]
+        for k, rendering in zip(missing, parallel_map(self._render, missing), strict=True):
+            self._remember(k, rendering)
 
     def _crossfade(self, k: int) -> int:
         return min(self.window.overlap, self.plan[k].samples)
@@ -130,23 +140,28 @@ class Renderer:
     def program(self, start: int, stop: int, post_roll_from: int | None = None) -> np.ndarray:
         """The global processed signal over [start, stop), zeros outside the track.
 
-        From `post_roll_from` on (an encoder's post-roll into the next
-        segment), the next segment's rendering comes from `head_rendering`,
-        always, so that the bytes never depend on what happens to be memoized.
+        From `post_roll_from` on (an encoder's post-roll past the end of the
+        segment it encodes), the signal continues as that segment's own
+        rendering instead of crossfading into the next one: the two
+        renderings are coherent (they differ by 80 dB less than the program),
+        the decoder hears those 2 frames from the next segment's encode, and
+        no third window is rendered for them.
         """
         if self.bypass:
             return self.source.read(start, stop)
         out = np.zeros((max(stop - start, 0), self.source.channels), dtype=np.float32)
         lo, hi = max(start, 0), min(stop, self.plan.length)
+        if post_roll_from is not None and post_roll_from < hi:
+            seg = self.plan[self.plan.index_at(post_roll_from - 1)]
+            a = max(lo, post_roll_from)
+            out[a - start : hi - start] = self.rendering(seg.index)[a - seg.start : hi - seg.start]
+            hi = a
         if hi <= lo:
             return out
         for k in range(self.plan.index_at(lo), self.plan.index_at(hi - 1) + 1):
             seg = self.plan[k]
             a, b = max(lo, seg.start), min(hi, seg.end)
-            if post_roll_from is not None and seg.start >= post_roll_from:
-                piece = self.head_rendering(k, b - seg.start)[a - seg.start :].copy()
-            else:
-                piece = self.rendering(k)[a - seg.start : b - seg.start].copy()
+            piece = self.rendering(k)[a - seg.start : b - seg.start].copy()
             fade = self._crossfade(k)
             if k > 0 and a < seg.start + fade:
                 # Head of segment k: complementary crossfade from rendering k-1.
@@ -159,26 +174,41 @@ class Renderer:
         return out
 
 
-def encode_segment(renderer: Renderer, rendition: Rendition, index: int) -> EncodedSegment:
-    """Encode segment `index` of the renderer's program for one rendition (§6)."""
+def start_encoder(rendition: Rendition, rate: int, channels: int) -> Encoder:
+    """The ffmpeg for one segment of `rendition`, started before its input is ready."""
+    if rendition.codec == "flac":
+        return Encoder(flac_argv(rate, channels), "FLAC encoding")
+    return Encoder(aac_argv(rate, channels, rendition.nominal_bitrate(channels)), "AAC encoding")
+
+
+def encode_segment(
+    renderer: Renderer, rendition: Rendition, index: int, encoder: Encoder | None = None
+) -> EncodedSegment:
+    """Encode segment `index` of the renderer's program for one rendition (§6).
+
+    encoder: from `start_encoder` for this rendition (started now if None).
+    """
     plan = renderer.plan
     seg = plan[index]
-    rate = renderer.source.rate
-    if rendition.codec == "flac":
-        pcm = to_pcm24(renderer.program(seg.start, seg.end))
-        return EncodedSegment(index, seg.start, tuple(encode_flac(pcm, rate)))
+    rate, channels = renderer.source.rate, renderer.source.channels
+    if encoder is None:
+        encoder = start_encoder(rendition, rate, channels)
     s, e = seg.first_frame, seg.end_frame
     preroll = min(PREROLL_FRAMES, s)
-    feed_start = (s - preroll) * FRAME_SAMPLES
-    feed_stop = min((e + POSTROLL_FRAMES) * FRAME_SAMPLES, plan.length)
-    bitrate = rendition.nominal_bitrate(renderer.source.channels)
-    encoder = Encoder(aac_argv(rate, renderer.source.channels, bitrate), "AAC encoding")
     try:
-        pcm = renderer.program(feed_start, feed_stop, post_roll_from=seg.end)
+        renderer.prefetch(index)
+        if rendition.codec == "flac":
+            pcm = to_pcm24(renderer.program(seg.start, seg.end))
+        else:
+            feed_start = (s - preroll) * FRAME_SAMPLES
+            feed_stop = min((e + POSTROLL_FRAMES) * FRAME_SAMPLES, plan.length)
+            pcm = renderer.program(feed_start, feed_stop, post_roll_from=seg.end)
     except BaseException:
         encoder.abort()
         raise
-    packets = encode_aac(pcm, rate, bitrate, encoder)
+    if rendition.codec == "flac":
+        return EncodedSegment(index, seg.start, tuple(encode_flac(pcm, rate, encoder)))
+    packets = encode_aac(pcm, rate, rendition.nominal_bitrate(channels), encoder)
     # Local packet i is global packet (s - preroll) + i. Keep global packets
     # s+1 .. e (segment 0 also keeps the priming packet 0).
     first_kept = s + 1 if index > 0 else 0

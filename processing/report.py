@@ -9,7 +9,7 @@ import numpy as np
 from scipy.signal import welch
 
 from processing import loudness
-from processing.analysis import Analysis, Measurement, analyze
+from processing.analysis import Analysis, Measurement, analyze, excerpts, spectral_tilt
 from processing.decode import AudioSource
 from processing.render import chain_processor
 
@@ -24,6 +24,7 @@ class Report:
     before: Measurement
     after: Measurement
     analysis: Analysis
+    tilt_db_per_octave: float  # of the source, whether or not the preset corrects it
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -44,7 +45,7 @@ class Report:
                 f"{label:28s}{getattr(self.before, field):10.2f}{getattr(self.after, field):10.2f}"
             )
         params = self.analysis.params
-        lines.append(f"spectral tilt (dB/octave)   {self.analysis.tilt_db_per_octave:10.2f}")
+        lines.append(f"spectral tilt (dB/octave)   {self.tilt_db_per_octave:10.2f}")
         lines.append(f"gain to target (dB)         {params.gain_db:10.2f}")
         for band in params.corrective:
             lines.append(f"corrective {band.kind:17s}{band.freq:7.0f} Hz {band.gain_db:+.2f} dB")
@@ -61,6 +62,7 @@ def build_report(path: Path, preset: str, scratch: Path) -> tuple[Report, np.nda
     report = Report(
         path.name, preset, source.rate, source.channels, source.length / source.rate,
         Measurement.of(before, source.rate), Measurement.of(after, source.rate), analysis,
+        round(spectral_tilt(excerpts(source), source.rate), 4),
     )  # fmt: skip
     return report, before, after
 

@@ -18,7 +18,8 @@ import soundfile as sf
 from processing import dsp
 from processing.decode import AudioSource
 from processing.plan import WindowSettings, plan_segments
-from processing.render import Renderer
+from processing.analysis import analyze
+from processing.render import CHAIN_REACH, Renderer, chain_processor
 from tests.conftest import MUSIC, ROOT, synth_program
 from tests.helpers import decode
 from tests.test_seams import write_stream
@@ -103,3 +104,21 @@ def test_context_and_crossfade_make_a_long_memory_processor_seamless(tmp_path: P
     )
     assert min(naive_jumps) > 3.0  # without context and crossfade: audible steps
     assert max(abs(p - w) for p, w in zip(padded_jumps, whole_jumps, strict=True)) < 0.1
+
+
+@pytest.mark.parametrize("preset", ["adaptive", "punchy"])
+def test_context_after_the_chains_reach_changes_no_kept_sample(
+    preset: str, track: Path, tmp_path: Path
+) -> None:
+    # Every stage is causal but the limiter, which looks 5 ms ahead: a window
+    # cut CHAIN_REACH samples past what it keeps renders what the full 5 s
+    # context after it renders.
+    source = AudioSource(track, tmp_path / "scratch", "reach")
+    plan = plan_segments(source.length, RATE, 30.0)
+    window = WindowSettings.from_seconds(RATE, 5.0, 1.0)
+    process = chain_processor(RATE, analyze(source, preset), 1.0)
+    full = Renderer(source, plan, window, process)
+    cut = Renderer(source, plan, window, process, reach=CHAIN_REACH)
+    assert cut.after == CHAIN_REACH < full.after == window.context
+    for k in range(len(plan)):
+        assert np.array_equal(cut.rendering(k), full.rendering(k)), k
