@@ -16,9 +16,9 @@ import pytest
 import soundfile as sf
 
 from processing import dsp
+from processing.analysis import analyze
 from processing.decode import AudioSource
 from processing.plan import WindowSettings, plan_segments
-from processing.analysis import analyze
 from processing.render import CHAIN_REACH, Renderer, chain_processor
 from tests.conftest import MUSIC, ROOT, synth_program
 from tests.helpers import decode
