@@ -24,7 +24,6 @@ function of (source content, preset, intensity, rendition, index, settings).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -104,7 +103,7 @@ class Renderer:
         self.bypass = process is None
         self.tail = max(window.overlap, POSTROLL_FRAMES * FRAME_SAMPLES)
         self.after = window.context if reach is None else min(window.context, reach)
-        self._memo: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._memo: dict[int, np.ndarray] = {}
 
     def _render(self, k: int) -> np.ndarray:
         seg = self.plan[k]
@@ -116,15 +115,17 @@ class Renderer:
 
     def rendering(self, k: int) -> np.ndarray:
         """Rendering k over [s_k, e_k + tail): window k through the chain, context trimmed."""
-        if k not in self._memo:
-            self._remember(k, self._render(k))
-        self._memo.move_to_end(k)
-        return self._memo[k]
+        if k in self._memo:
+            return self._memo[k]
+        rendering = self._render(k)
+        self._remember(k, rendering)
+        return rendering
 
     def _remember(self, k: int, rendering: np.ndarray) -> None:
+        """Keep the latest renderings: production moves forward, k-1 and k are what it needs."""
         self._memo[k] = rendering
         while len(self._memo) > RENDER_MEMO_SIZE:
-            self._memo.popitem(last=False)
+            del self._memo[min(self._memo)]
 
     def prefetch(self, index: int) -> None:
         """Render windows index-1 and index (what segment `index` needs) at once, on all cores."""
@@ -151,24 +152,31 @@ class Renderer:
             return self.source.read(start, stop)
         out = np.zeros((max(stop - start, 0), self.source.channels), dtype=np.float32)
         lo, hi = max(start, 0), min(stop, self.plan.length)
+        fetched: dict[int, np.ndarray] = {}  # each rendering once per call, whatever the memo keeps
+
+        def rendering(k: int) -> np.ndarray:
+            if k not in fetched:
+                fetched[k] = self.rendering(k)
+            return fetched[k]
+
         if post_roll_from is not None and post_roll_from < hi:
             seg = self.plan[self.plan.index_at(post_roll_from - 1)]
             a = max(lo, post_roll_from)
-            out[a - start : hi - start] = self.rendering(seg.index)[a - seg.start : hi - seg.start]
+            out[a - start : hi - start] = rendering(seg.index)[a - seg.start : hi - seg.start]
             hi = a
         if hi <= lo:
             return out
         for k in range(self.plan.index_at(lo), self.plan.index_at(hi - 1) + 1):
             seg = self.plan[k]
             a, b = max(lo, seg.start), min(hi, seg.end)
-            piece = self.rendering(k)[a - seg.start : b - seg.start].copy()
+            piece = rendering(k)[a - seg.start : b - seg.start].copy()
             fade = self._crossfade(k)
             if k > 0 and a < seg.start + fade:
                 # Head of segment k: complementary crossfade from rendering k-1.
                 prev = self.plan[k - 1]
                 h = min(b, seg.start + fade)
                 incoming = ((np.arange(a, h) - seg.start + 0.5) / fade).astype(np.float32)[:, None]
-                older = self.rendering(k - 1)[a - prev.start : h - prev.start]
+                older = rendering(k - 1)[a - prev.start : h - prev.start]
                 piece[: h - a] = older * (np.float32(1) - incoming) + piece[: h - a] * incoming
             out[a - start : b - start] = piece
         return out
