@@ -171,7 +171,7 @@ def analyze(source: AudioSource, preset_name: str) -> Analysis:
     # until within tolerance (peaky material needs a few passes).
     for _ in range(LIMITER_PASSES):
         scale = dsp.db_to_gain(gain_db)
-        curves = [dsp.limiter_gain(p * scale, rate_d, preset.limiter) for p in peaks]
+        curves = [dsp.limiter_gain(p * scale, rate_d, preset.limiter, 1) for p in peaks]
         scaled = [k * scale**2 for k in powers]
         error = preset.target_lufs - _gated(scaled, curves, rate_d)
         gain_db = float(np.clip(gain_db + error, -MAX_GAIN_DB, MAX_GAIN_DB))

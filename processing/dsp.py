@@ -38,9 +38,7 @@ _TP_PHASES = np.array(
 
 
 _TP_PHASES_F32 = _TP_PHASES.astype(np.float32)
-_ONE_F32 = np.ones(1, dtype=np.float32)
 _TP_BLOCK = 256
-_TP_PAD = 12
 _TP_MERGE_GAP = 4
 TP_OVERSHOOT_BOUND = float(np.abs(_TP_PHASES).sum(axis=1).max())  # 2.02 (6.1 dB)
 
@@ -159,9 +157,10 @@ def compress(audio: np.ndarray, rate: int, comp: Compressor) -> np.ndarray:
     return audio * _interpolate_control(10.0 ** (gain_db / 20.0), n)[:, None]
 
 
-def _interpolate_control(values: np.ndarray, n: int) -> np.ndarray:
+def _interpolate_control(
+    values: np.ndarray, n: int, step: int = CONTROL_DECIMATION
+) -> np.ndarray:
     """Linear interpolation of values at samples 0, D, 2D, … (last at n-1) to n samples, float32."""
-    step = CONTROL_DECIMATION
     values = values.astype(np.float32)
     out = np.empty(n, dtype=np.float32)
     full = (n - 1) // step  # intervals of exactly `step` samples before the last control point
@@ -204,17 +203,20 @@ def true_peak_envelope(
     run_starts = np.concatenate([hot[:1], hot[breaks + 1]]) * _TP_BLOCK
     run_ends = np.minimum(np.concatenate([hot[breaks], hot[-1:]]) * _TP_BLOCK + _TP_BLOCK, n)
     out = mags.copy()
+    taps = _TP_PHASES_F32[list(phases)]
+    columns = [np.ascontiguousarray(audio[:, c]) for c in range(audio.shape[1])]
     for a, b in zip(run_starts.tolist(), run_ends.tolist(), strict=True):
-        # Samples [a - 12, b + 12), zeros outside the signal.
-        lo, hi = max(a - _TP_PAD, 0), min(b + _TP_PAD, n)
-        piece = audio[lo:hi]
-        if lo > a - _TP_PAD or hi < b + _TP_PAD:
-            piece = np.pad(piece, ((lo - (a - _TP_PAD), b + _TP_PAD - hi), (0, 0)))
-        for phase in _TP_PHASES_F32[list(phases)]:
-            filtered = lfilter(phase, _ONE_F32, piece, axis=0)
-            # The filter delays by 5.5 samples: the value at t is read at t + 6.
-            window = np.abs(filtered[_TP_PAD + 6 : _TP_PAD + 6 + b - a]).max(axis=1)
-            np.maximum(out[a:b], window, out=out[a:b])
+        # Samples [a - 5, b + 6), zeros outside the signal: the interpolated
+        # values after sample t are the dot products of the phases with
+        # samples t-5 .. t+6 (the filter delays by 5.5 samples).
+        lo, hi = max(a - 5, 0), min(b + 6, n)
+        for column in columns:
+            piece = column[lo:hi]
+            if lo > a - 5 or hi < b + 6:
+                piece = np.pad(piece, (lo - (a - 5), b + 6 - hi))
+            for phase in taps:
+                window = np.abs(np.convolve(piece, phase, mode="valid"))
+                np.maximum(out[a:b], window, out=out[a:b])
     return out
 
 
@@ -228,22 +230,37 @@ class Limiter:
     margin_db: float = 0.3  # interpolation and smoothing error allowance
 
 
-def limiter_gain(peak: np.ndarray, rate: float, lim: Limiter) -> np.ndarray:
+def limiter_gain(
+    peak: np.ndarray, rate: float, lim: Limiter, decimation: int = CONTROL_DECIMATION
+) -> np.ndarray:
     """Gain curve (n,) that keeps a signal with true-peak envelope `peak` under the ceiling.
 
-    Required gain g = min(1, ceiling / true_peak). A minimum filter spreading
-    it over look-ahead + hold on both sides, then a moving average over the
-    look-ahead, gives a gain that is at or below g at every peak (every sample
-    of the average window lies within reach of the peak's minimum filter).
+    Required gain g = min(1, ceiling / true_peak), taken per block of
+    `decimation` samples (the block minimum). A minimum filter spreads it
+    over look-ahead + hold on both sides, a moving average over the
+    look-ahead smooths it, and the control values are interpolated linearly
+    to every sample. Every block within reach of an averaging window, and
+    each sample lies between two control points whose windows are both
+    within the reach of its own block, so the gain at every peak is at or
+    below what that peak needs.
     """
-    ceiling = db_to_gain(lim.ceiling_db - lim.margin_db)
-    need = np.minimum(1.0, ceiling / np.maximum(peak, 1e-12))
-    if len(need) == 0 or need.min() >= 1.0:
-        return np.ones(len(peak), dtype=np.float32)
-    look = max(1, round(lim.lookahead_ms * rate / 1000.0))
-    hold = max(1, round(lim.hold_ms * rate / 1000.0))
+    ceiling = np.float32(db_to_gain(lim.ceiling_db - lim.margin_db))
+    n = len(peak)
+    need = np.minimum(np.float32(1.0), ceiling / np.maximum(peak, np.float32(1e-12)))
+    if n == 0 or need.min() >= 1.0:
+        return np.ones(n, dtype=np.float32)
+    blocks = -(-n // decimation)
+    if decimation > 1:
+        padded = np.pad(need, (0, blocks * decimation - n), constant_values=1.0)
+        need = padded.reshape(blocks, decimation).min(axis=1)
+    look = max(1, math.ceil(lim.lookahead_ms * rate / 1000.0 / decimation))
+    hold = max(1, math.ceil(lim.hold_ms * rate / 1000.0 / decimation))
     spread = minimum_filter1d(need, size=2 * (look + hold) + 1, mode="nearest")
-    return np.asarray(uniform_filter1d(spread, size=look + 1, mode="nearest"), dtype=np.float32)
+    gain = np.asarray(uniform_filter1d(spread, size=look + 1, mode="nearest"), dtype=np.float32)
+    if decimation == 1:
+        return gain
+    # Control point j sits at sample j·decimation; one more at n - 1 (block blocks-1).
+    return _interpolate_control(np.append(gain, gain[-1]), n, decimation)
 
 
 def limit(audio: np.ndarray, rate: int, lim: Limiter, in_place: bool = False) -> np.ndarray:
