@@ -157,9 +157,7 @@ def compress(audio: np.ndarray, rate: int, comp: Compressor) -> np.ndarray:
     return audio * _interpolate_control(10.0 ** (gain_db / 20.0), n)[:, None]
 
 
-def _interpolate_control(
-    values: np.ndarray, n: int, step: int = CONTROL_DECIMATION
-) -> np.ndarray:
+def _interpolate_control(values: np.ndarray, n: int, step: int = CONTROL_DECIMATION) -> np.ndarray:
     """Linear interpolation of values at samples 0, D, 2D, … (last at n-1) to n samples, float32."""
     values = values.astype(np.float32)
     out = np.empty(n, dtype=np.float32)
