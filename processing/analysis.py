@@ -142,7 +142,7 @@ def _shaped(
     the four interpolated phases give the estimate (the render uses all four).
     """
     audio, lead = part
-    shaped = chain.pre_gain(audio, rate, preset, corrective)[lead:]
+    shaped = chain.pre_gain(audio, rate, preset, corrective, in_place=True)[lead:]
     peak = dsp.true_peak_envelope(shaped, phases=(1, 2))
     return _k_power(shaped, rate), _decimate(peak, "max")
 
@@ -171,7 +171,7 @@ def analyze(source: AudioSource, preset_name: str) -> Analysis:
     # until within tolerance (peaky material needs a few passes).
     for _ in range(LIMITER_PASSES):
         scale = dsp.db_to_gain(gain_db)
-        curves = [dsp.limiter_gain(p * scale, rate_d, preset.limiter, 1) for p in peaks]
+        curves = [dsp.limiter_gain(p * scale, rate_d, preset.limiter) for p in peaks]
         scaled = [k * scale**2 for k in powers]
         error = preset.target_lufs - _gated(scaled, curves, rate_d)
         gain_db = float(np.clip(gain_db + error, -MAX_GAIN_DB, MAX_GAIN_DB))

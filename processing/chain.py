@@ -76,21 +76,32 @@ class ChainParams:
 
 
 def pre_gain(
-    audio: np.ndarray, rate: int, preset: Preset, corrective: tuple[Biquad, ...]
+    audio: np.ndarray,
+    rate: int,
+    preset: Preset,
+    corrective: tuple[Biquad, ...],
+    in_place: bool = False,
 ) -> np.ndarray:
     """EQ and compression: the part of the chain whose output level sets the gain."""
-    out = dsp.equalize(audio, rate, corrective + preset.eq)
+    out = audio if in_place else audio.copy()
+    out = dsp.equalize(out, rate, corrective + preset.eq, in_place=True)
     if preset.compressor is not None:
-        out = dsp.compress(out, rate, preset.compressor)
+        out = dsp.compress(out, rate, preset.compressor, in_place=True)
     return out
 
 
-def process(audio: np.ndarray, rate: int, params: ChainParams, intensity: float) -> np.ndarray:
-    """Render (n, channels) float32 audio through the chain, blended by intensity ∈ [0, 1]."""
+def process(
+    audio: np.ndarray, rate: int, params: ChainParams, intensity: float, in_place: bool = False
+) -> np.ndarray:
+    """Render (n, channels) float32 audio through the chain, blended by intensity ∈ [0, 1].
+
+    in_place: the caller gives up `audio` (at full intensity it becomes the
+    output), so that a window costs one copy of itself, or two when blended.
+    """
     preset = PRESETS[params.preset]
     if preset.bypass or intensity <= 0.0:
         return audio
-    wet = pre_gain(audio, rate, preset, params.corrective)
-    wet *= np.float32(dsp.db_to_gain(params.gain_db))  # `wet` is ours: scale in place
+    wet = pre_gain(audio, rate, preset, params.corrective, in_place=in_place and intensity >= 1.0)
+    wet *= np.float32(dsp.db_to_gain(params.gain_db))
     wet = dsp.limit(wet, rate, preset.limiter, in_place=True)
     return dsp.blend(audio, wet, intensity)

@@ -131,6 +131,11 @@ class AudioSource:
         try:
             with sf.SoundFile(str(self._file_path)) as f:
                 f.seek(lo)
+                if f.channels == self.channels:  # decode straight into the result
+                    f.read(
+                        hi - lo, dtype="float32", always_2d=True, out=out[lo - start : hi - start]
+                    )
+                    return out
                 data = f.read(hi - lo, dtype="float32", always_2d=True)
         except (RuntimeError, sf.LibsndfileError, OSError) as exc:
             raise DecodeError(f"{self.path.name}: decoding failed ({exc})") from exc

@@ -4,6 +4,12 @@ Audio is float32 of shape (n, channels), full scale ±1. Every stage is
 causal or looks ahead by a few milliseconds only, and every time constant is
 well below the 5 s context of a window (SPEC §5), so that a window's
 rendering converges to the whole-track rendering within its context.
+
+The stages walk the signal in blocks of `STREAM_BLOCK` samples and carry
+their state from block to block (filter memories, control values), so that
+a 40 s window costs one copy of itself, not one per intermediate; the result
+does not depend on the block size (tested bit for bit). With in_place=True
+a stage overwrites its input (the caller's own intermediate).
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from scipy.ndimage import minimum_filter1d, uniform_filter1d
 from scipy.signal import lfilter, sosfilt
 
 TRUE_PEAK_OVERSAMPLING = 4
-CONTROL_DECIMATION = 16  # gain computer runs at rate / 16
+CONTROL_DECIMATION = 16  # gain computers run at rate / 16
+STREAM_BLOCK = 1 << 16  # samples per step of the stages (1.5 s): their temporaries stay small
 
 # ITU-R BS.1770-4 Annex 2: 48-tap interpolation filter, 4 phases of 12 taps.
 _TP_PHASES = np.array(
@@ -89,15 +96,25 @@ def biquad_sos(band: Biquad, rate: int) -> np.ndarray:
     )
 
 
-def equalize(audio: np.ndarray, rate: int, bands: tuple[Biquad, ...]) -> np.ndarray:
+def _blocks(n: int) -> list[tuple[int, int]]:
+    return [(a, min(a + STREAM_BLOCK, n)) for a in range(0, n, STREAM_BLOCK)]
+
+
+def equalize(
+    audio: np.ndarray, rate: int, bands: tuple[Biquad, ...], in_place: bool = False
+) -> np.ndarray:
     """Cascade of biquads over the whole window (filter state starts at rest)."""
     bands = tuple(b for b in bands if abs(b.gain_db) > 1e-3)
     if not bands:
         return audio
-    sos = np.stack([biquad_sos(b, rate) for b in bands])
     # float32 sections keep the window in float32 (half the memory of float64);
     # their rounding noise stays below -100 dB for these gentle filters.
-    return np.asarray(sosfilt(sos.astype(np.float32), audio, axis=0), dtype=np.float32)
+    sos = np.stack([biquad_sos(b, rate) for b in bands]).astype(np.float32)
+    out = audio if in_place else np.empty_like(audio)
+    state = np.zeros((len(sos), 2, audio.shape[1]), dtype=np.float32)
+    for a, b in _blocks(len(audio)):
+        out[a:b], state = sosfilt(sos, audio[a:b], axis=0, zi=state)
+    return out
 
 
 # --- Dynamics -------------------------------------------------------------
@@ -127,7 +144,7 @@ class Compressor:
     smoothing_ms: float = 80.0
 
 
-def compress(audio: np.ndarray, rate: int, comp: Compressor) -> np.ndarray:
+def compress(audio: np.ndarray, rate: int, comp: Compressor, in_place: bool = False) -> np.ndarray:
     """Linked-stereo compression: one gain curve for all channels.
 
     Level: one-pole mean square over `rms_ms`. Static curve: the soft-knee
@@ -139,12 +156,23 @@ def compress(audio: np.ndarray, rate: int, comp: Compressor) -> np.ndarray:
     n = len(audio)
     if n == 0 or comp.ratio <= 1.0:
         return audio
-    power = np.einsum("ij,ij->i", audio, audio, dtype=np.float32) / np.float32(audio.shape[1])
-    smoothed = _one_pole(power, rate, comp.rms_ms)
+    # Control points: samples 0, D, 2D, … and n - 1 (D = CONTROL_DECIMATION).
     control = np.arange(0, n + CONTROL_DECIMATION, CONTROL_DECIMATION)
     control[-1] = n - 1
-    level_db = 10.0 * np.log10(smoothed[control].astype(np.float64) + 1e-12)
-    del power, smoothed
+    smoothed = np.empty(len(control), dtype=np.float32)
+    coeff = math.exp(-1000.0 / (comp.rms_ms * rate))
+    b, a = np.array([1.0 - coeff], dtype=np.float32), np.array([1.0, -coeff], dtype=np.float32)
+    state = None
+    inverse_channels = np.float32(1.0 / audio.shape[1])
+    for lo, hi in _blocks(n):
+        block = audio[lo:hi]
+        power = np.einsum("ij,ij->i", block, block, dtype=np.float32) * inverse_channels
+        if state is None:  # the one-pole starts at the first value (as `_one_pole`)
+            state = np.array([coeff * power[0]], dtype=np.float32)
+        level, state = lfilter(b, a, power, zi=state)
+        first, last = np.searchsorted(control, [lo, hi])
+        smoothed[first:last] = level[control[first:last] - lo]
+    level_db = 10.0 * np.log10(smoothed.astype(np.float64) + 1e-12)
     over = level_db - comp.threshold_db
     slope = 1.0 - 1.0 / comp.ratio
     half = comp.knee_db / 2.0
@@ -154,21 +182,51 @@ def compress(audio: np.ndarray, rate: int, comp: Compressor) -> np.ndarray:
         np.where(over >= half, slope * over, slope * (over + half) ** 2 / (2.0 * comp.knee_db)),
     )
     gain_db = -_one_pole(reduction, rate / CONTROL_DECIMATION, comp.smoothing_ms)
-    return audio * _interpolate_control(10.0 ** (gain_db / 20.0), n)[:, None]
+    return _apply_control(audio, (10.0 ** (gain_db / 20.0)).astype(np.float32), in_place)
 
 
-def _interpolate_control(values: np.ndarray, n: int, step: int = CONTROL_DECIMATION) -> np.ndarray:
-    """Linear interpolation of values at samples 0, D, 2D, … (last at n-1) to n samples, float32."""
-    values = values.astype(np.float32)
-    out = np.empty(n, dtype=np.float32)
-    full = (n - 1) // step  # intervals of exactly `step` samples before the last control point
-    frac = np.arange(step, dtype=np.float32) / np.float32(step)
-    body = values[:full, None] + (values[1 : full + 1] - values[:full])[:, None] * frac[None, :]
-    out[: full * step] = body.ravel()
-    rest = n - full * step  # samples from control point `full` to n-1, ending on the last value
-    tail_frac = np.arange(rest, dtype=np.float32) / np.float32(max(rest - 1, 1))
-    out[full * step :] = values[full] + (values[-1] - values[full]) * tail_frac
+def _apply_control(audio: np.ndarray, values: np.ndarray, in_place: bool) -> np.ndarray:
+    """audio × the gain curve interpolated from control values at 0, D, 2D, … and n - 1."""
+    out = audio if in_place else np.empty_like(audio)
+    for lo, hi in _blocks(len(audio)):
+        np.multiply(
+            audio[lo:hi], _control_span(values, len(audio), lo, hi)[:, None], out=out[lo:hi]
+        )
     return out
+
+
+def _control_span(values: np.ndarray, n: int, lo: int, hi: int) -> np.ndarray:
+    """Samples [lo, hi) of the linear interpolation of control values to n samples, float32.
+
+    Control point j is sample j·D (D = CONTROL_DECIMATION) and the last one
+    is sample n - 1; lo is a multiple of D.
+    """
+    step = CONTROL_DECIMATION
+    full = (n - 1) // step  # intervals of exactly D samples before the last control point
+    out = np.empty(hi - lo, dtype=np.float32)
+    j0, j1 = lo // step, min(hi // step, full)
+    if j1 > j0:
+        frac = np.arange(step, dtype=np.float32) / np.float32(step)
+        left, right = values[j0:j1], values[j0 + 1 : j1 + 1]
+        out[: (j1 - j0) * step] = (left[:, None] + (right - left)[:, None] * frac[None, :]).ravel()
+    start = max(lo, full * step)
+    if hi > start:  # the last interval: from control point `full` to n - 1
+        rest = n - full * step
+        tail = np.arange(start - full * step, hi - full * step, dtype=np.float32)
+        tail /= np.float32(max(rest - 1, 1))
+        out[start - lo :] = values[full] + (values[-1] - values[full]) * tail
+    return out
+
+
+def abs_peak(audio: np.ndarray) -> np.ndarray:
+    """max |x| over the channels of (n, channels) audio, shape (n,).
+
+    Column by column: numpy reduces a short last axis ten times slower.
+    """
+    peak = np.abs(audio[:, 0])
+    for c in range(1, audio.shape[1]):
+        np.maximum(peak, np.abs(audio[:, c]), out=peak)
+    return peak
 
 
 def true_peak_envelope(
@@ -184,7 +242,7 @@ def true_peak_envelope(
     `phases`: which of the 4 interpolated positions to compute (estimates may
     take fewer).
     """
-    mags = np.abs(audio).max(axis=1)
+    mags = abs_peak(audio)
     n = len(mags)
     if n == 0:
         return mags
@@ -228,62 +286,72 @@ class Limiter:
     margin_db: float = 0.3  # interpolation and smoothing error allowance
 
 
-def limiter_gain(
-    peak: np.ndarray, rate: float, lim: Limiter, decimation: int = CONTROL_DECIMATION
-) -> np.ndarray:
-    """Gain curve (n,) that keeps a signal with true-peak envelope `peak` under the ceiling.
+def limiter_control(need: np.ndarray, rate: float, lim: Limiter) -> np.ndarray:
+    """Gain at `rate` from the gain each instant needs (min(1, ceiling / true peak)).
 
-    Required gain g = min(1, ceiling / true_peak), taken per block of
-    `decimation` samples (the block minimum). A minimum filter spreads it
-    over look-ahead + hold on both sides, a moving average over the
-    look-ahead smooths it, and the control values are interpolated linearly
-    to every sample. Every block within reach of an averaging window, and
-    each sample lies between two control points whose windows are both
-    within the reach of its own block, so the gain at every peak is at or
-    below what that peak needs.
+    A minimum filter spreads the need over look-ahead + hold on both sides
+    and a moving average over the look-ahead smooths it: every value within
+    reach of an averaging window is at most what the window's centre needs.
     """
-    ceiling = np.float32(db_to_gain(lim.ceiling_db - lim.margin_db))
-    n = len(peak)
-    need = np.minimum(np.float32(1.0), ceiling / np.maximum(peak, np.float32(1e-12)))
-    if n == 0 or need.min() >= 1.0:
-        return np.ones(n, dtype=np.float32)
-    blocks = -(-n // decimation)
-    if decimation > 1:
-        padded = np.pad(need, (0, blocks * decimation - n), constant_values=1.0)
-        need = padded.reshape(blocks, decimation).min(axis=1)
-    look = max(1, math.ceil(lim.lookahead_ms * rate / 1000.0 / decimation))
-    hold = max(1, math.ceil(lim.hold_ms * rate / 1000.0 / decimation))
+    look = max(1, math.ceil(lim.lookahead_ms * rate / 1000.0))
+    hold = max(1, math.ceil(lim.hold_ms * rate / 1000.0))
     spread = minimum_filter1d(need, size=2 * (look + hold) + 1, mode="nearest")
-    gain = np.asarray(uniform_filter1d(spread, size=look + 1, mode="nearest"), dtype=np.float32)
-    if decimation == 1:
-        return gain
-    # Control point j sits at sample j·decimation; one more at n - 1 (block blocks-1).
-    return _interpolate_control(np.append(gain, gain[-1]), n, decimation)
+    return np.asarray(uniform_filter1d(spread, size=look + 1, mode="nearest"), dtype=np.float32)
+
+
+def limiter_gain(peak: np.ndarray, rate: float, lim: Limiter) -> np.ndarray:
+    """Gain curve (n,) that keeps a signal with true-peak envelope `peak` under the ceiling."""
+    ceiling = np.float32(db_to_gain(lim.ceiling_db - lim.margin_db))
+    need = np.minimum(np.float32(1.0), ceiling / np.maximum(peak, np.float32(1e-12)))
+    if len(need) == 0 or need.min() >= 1.0:
+        return np.ones(len(peak), dtype=np.float32)
+    return limiter_control(need, rate, lim)
 
 
 def limit(audio: np.ndarray, rate: int, lim: Limiter, in_place: bool = False) -> np.ndarray:
-    """Look-ahead true-peak limiting of (n, channels) float32 audio (see `limiter_gain`).
+    """Look-ahead true-peak limiting of (n, channels) float32 audio.
 
-    in_place: scale `audio` itself (the caller's own intermediate) to save a copy.
+    The need (min(1, ceiling / true peak)) is taken per block of D samples
+    (its minimum, D = CONTROL_DECIMATION), `limiter_control` turns it into
+    control values at rate / D, and those are interpolated linearly to every
+    sample. Each sample lies between two control points whose averaging
+    windows are within the reach of its own block, so the gain at every
+    peak is at or below what the peak needs.
     """
-    if len(audio) == 0:
+    n = len(audio)
+    if n == 0:
         return audio
-    peak = true_peak_envelope(audio, above=db_to_gain(lim.ceiling_db - lim.margin_db))
-    gain = limiter_gain(peak, rate, lim)
-    del peak
-    if in_place:
-        audio *= gain[:, None]
+    step = CONTROL_DECIMATION
+    above = db_to_gain(lim.ceiling_db - lim.margin_db)
+    ceiling = np.float32(above)
+    need = np.ones(-(-n // step), dtype=np.float32)
+    for lo, hi in _blocks(n):
+        # One true-peak block of neighbours on each side: the interpolation
+        # and the test of which blocks can exceed `above` need them.
+        a, b = max(lo - _TP_BLOCK, 0), min(hi + _TP_BLOCK, n)
+        peak = true_peak_envelope(audio[a:b], above=above)[lo - a : hi - a]
+        needed = np.minimum(np.float32(1.0), ceiling / np.maximum(peak, np.float32(1e-12)))
+        size = -(-len(needed) // step) * step
+        needed = np.pad(needed, (0, size - len(needed)), constant_values=1.0)
+        need[lo // step : lo // step + size // step] = np.minimum.reduceat(
+            needed, np.arange(0, size, step)
+        )
+    if need.min() >= 1.0:
         return audio
-    return (audio * gain[:, None]).astype(np.float32)
+    control = limiter_control(need, rate / step, lim)
+    return _apply_control(audio, np.append(control, control[-1]), in_place)
 
 
 def blend(dry: np.ndarray, wet: np.ndarray, intensity: float) -> np.ndarray:
-    """Intensity 0 returns `dry` itself, 1 returns `wet`, linear in between."""
+    """Intensity 0 returns `dry` itself, 1 returns `wet`, linear in between (into `wet`)."""
     if intensity <= 0.0:
         return dry
     if intensity >= 1.0:
         return wet
-    wet -= dry  # `wet` belongs to the chain: blend in place
-    wet *= np.float32(intensity)
-    wet += dry
+    weight = np.float32(intensity)
+    for lo, hi in _blocks(len(wet)):
+        part = wet[lo:hi]
+        part -= dry[lo:hi]
+        part *= weight
+        part += dry[lo:hi]
     return wet

@@ -78,7 +78,18 @@ def chain_processor(rate: int, analysis: Analysis | None, intensity: float) -> P
 def _run_chain(
     audio: np.ndarray, *, rate: int, params: chain.ChainParams, intensity: float
 ) -> np.ndarray:
-    return chain.process(audio, rate, params, intensity)
+    return chain.process(audio, rate, params, intensity, in_place=True)
+
+
+@dataclass
+class _Rendering:
+    """Rendering k, or its end: samples [first, e_k + tail) of the program's window k."""
+
+    first: int  # global sample index of audio[0]
+    audio: np.ndarray
+
+    def covers(self, a: int) -> bool:
+        return a >= self.first
 
 
 class Renderer:
@@ -86,6 +97,9 @@ class Renderer:
 
     reach: how many samples ahead of its output the processor looks (None:
     unknown, the full context after each window is rendered).
+    history: how many samples before a segment its encode reads (the
+    pre-roll); an older rendering is kept only for what later encodes read.
+    The processor may overwrite its input (the window the renderer read).
     """
 
     def __init__(
@@ -95,6 +109,7 @@ class Renderer:
         window: WindowSettings,
         process: Processor | None,
         reach: int | None = None,
+        history: int = PREROLL_FRAMES * FRAME_SAMPLES,
     ) -> None:
         self.source = source
         self.plan = plan
@@ -103,29 +118,44 @@ class Renderer:
         self.bypass = process is None
         self.tail = max(window.overlap, POSTROLL_FRAMES * FRAME_SAMPLES)
         self.after = window.context if reach is None else min(window.context, reach)
-        self._memo: dict[int, np.ndarray] = {}
+        self.history = history
+        self._memo: dict[int, _Rendering] = {}
 
-    def _render(self, k: int) -> np.ndarray:
+    def _render(self, k: int) -> _Rendering:
         seg = self.plan[k]
         start = max(seg.start - self.window.context, 0)
         audio = self.source.read(start, seg.end + self.tail + self.after)
         assert self.process is not None
         out = self.process(audio)
-        return np.ascontiguousarray(out[seg.start - start : seg.end + self.tail - start])
+        return _Rendering(seg.start, out[seg.start - start : seg.end + self.tail - start])
 
-    def rendering(self, k: int) -> np.ndarray:
-        """Rendering k over [s_k, e_k + tail): window k through the chain, context trimmed."""
-        if k in self._memo:
-            return self._memo[k]
+    def _rendering(self, k: int, a: int) -> _Rendering:
+        """Rendering k from sample a on (rendered again if the memo kept less)."""
+        known = self._memo.get(k)
+        if known is not None and known.covers(a):
+            return known
         rendering = self._render(k)
         self._remember(k, rendering)
         return rendering
 
-    def _remember(self, k: int, rendering: np.ndarray) -> None:
-        """Keep the latest renderings: production moves forward, k-1 and k are what it needs."""
+    def rendering(self, k: int) -> np.ndarray:
+        """Rendering k over [s_k, e_k + tail): window k through the chain, context trimmed."""
+        return self._rendering(k, self.plan[k].start).audio
+
+    def _remember(self, k: int, rendering: _Rendering) -> None:
+        """Keep the latest renderings: production moves forward, k-1 and k are what it needs.
+
+        Of an older rendering j only the end that later segments read is kept
+        (their pre-roll and the crossfade), a copy a few seconds long.
+        """
         self._memo[k] = rendering
         while len(self._memo) > RENDER_MEMO_SIZE:
             del self._memo[min(self._memo)]
+        for j, older in list(self._memo.items()):
+            if j < max(self._memo) and j + 1 < len(self.plan):
+                keep = max(self.plan[j + 1].start - self.history, older.first)
+                if keep > older.first:
+                    self._memo[j] = _Rendering(keep, older.audio[keep - older.first :].copy())
 
     def prefetch(self, index: int) -> None:
         """Render windows index-1 and index (what segment `index` needs) at once, on all cores."""
@@ -152,33 +182,34 @@ class Renderer:
             return self.source.read(start, stop)
         out = np.zeros((max(stop - start, 0), self.source.channels), dtype=np.float32)
         lo, hi = max(start, 0), min(stop, self.plan.length)
-        fetched: dict[int, np.ndarray] = {}  # each rendering once per call, whatever the memo keeps
+        fetched: dict[int, _Rendering] = {}  # each rendering once per call, whatever the memo keeps
 
-        def rendering(k: int) -> np.ndarray:
-            if k not in fetched:
-                fetched[k] = self.rendering(k)
-            return fetched[k]
+        def piece(k: int, a: int, b: int) -> np.ndarray:
+            """Rendering k over global samples [a, b)."""
+            if k not in fetched or not fetched[k].covers(a):
+                fetched[k] = self._rendering(k, a)
+            rendering = fetched[k]
+            return rendering.audio[a - rendering.first : b - rendering.first]
 
         if post_roll_from is not None and post_roll_from < hi:
-            seg = self.plan[self.plan.index_at(post_roll_from - 1)]
             a = max(lo, post_roll_from)
-            out[a - start : hi - start] = rendering(seg.index)[a - seg.start : hi - seg.start]
+            out[a - start : hi - start] = piece(self.plan.index_at(post_roll_from - 1), a, hi)
             hi = a
         if hi <= lo:
             return out
         for k in range(self.plan.index_at(lo), self.plan.index_at(hi - 1) + 1):
             seg = self.plan[k]
             a, b = max(lo, seg.start), min(hi, seg.end)
-            piece = rendering(k)[a - seg.start : b - seg.start].copy()
+            target = out[a - start : b - start]
+            target[:] = piece(k, a, b)
             fade = self._crossfade(k)
             if k > 0 and a < seg.start + fade:
                 # Head of segment k: complementary crossfade from rendering k-1.
-                prev = self.plan[k - 1]
                 h = min(b, seg.start + fade)
                 incoming = ((np.arange(a, h) - seg.start + 0.5) / fade).astype(np.float32)[:, None]
-                older = rendering(k - 1)[a - prev.start : h - prev.start]
-                piece[: h - a] = older * (np.float32(1) - incoming) + piece[: h - a] * incoming
-            out[a - start : b - start] = piece
+                head = target[: h - a]
+                head *= incoming
+                head += piece(k - 1, a, h) * (np.float32(1) - incoming)
         return out
 
 
@@ -235,7 +266,7 @@ def render_whole(source: AudioSource, analysis: Analysis | None, intensity: floa
     audio = source.read(0, source.length)
     if analysis is None:
         return audio
-    return chain.process(audio, source.rate, analysis.params, intensity)
+    return chain.process(audio, source.rate, analysis.params, intensity, in_place=True)
 
 
 def render_file(source_path: Path, out: Path, preset: str, intensity: float, scratch: Path) -> None:
