@@ -21,12 +21,11 @@ from hls.errors import BadParameter, NotFound, classify
 from hls.production import ON_DEMAND, Production, StreamState
 from hls.settings import Settings
 from hls.streams import PreparedSource, SourceRef, StreamSpec, plan_for, run_job
-from processing.encode import RENDITIONS
 from processing.params import PRESET_NAMES, canonical_intensity
 from processing.plan import SegmentPlan
+from processing.renditions import RENDITIONS
 from storage.cache import DiskCache
 from storage.catalog import Catalog, Track
-from storage.demo import ensure_demo_library
 from storage.eviction import LruIndex
 
 log = logging.getLogger("hls.app")
@@ -354,22 +353,26 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     return response
 
 
+async def _catalog(settings: Settings, production: Production) -> Catalog:
+    """The library, scanned. Synthesizing the demo and probing files need numpy
+    and the decoders: workers do it, and the server process stays small."""
+    library = settings.library
+    if library is None:
+        demo = settings.resolved_cache_dir / "demo-library"
+        library = Path(await production.call("demo_library", str(demo)))
+    if not library.is_dir():
+        raise SystemExit(f"library {library} is not a directory")
+    catalog = Catalog(library, settings.secret)
+    catalog.load(await production.call("scan_library", str(catalog.root), settings.secret))
+    return catalog
+
+
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     cache_dir = settings.resolved_cache_dir
     cache_dir.mkdir(parents=True, exist_ok=True)
-    library = settings.library
-    if library is None:
-        library = await asyncio.to_thread(ensure_demo_library, cache_dir / "demo-library")
-    if not library.is_dir():
-        raise SystemExit(f"library {library} is not a directory")
-    catalog = Catalog(library, settings.secret)
-    await asyncio.to_thread(catalog.scan)
-    app[CATALOG] = catalog
     app[CACHE] = DiskCache(cache_dir, settings.cache_max_bytes)
     index = LruIndex(app[CACHE], settings.cache_max_bytes)
-    # Index the existing cache in the background: serving starts at once.
-    loading = asyncio.create_task(asyncio.to_thread(index.load))
     production = Production(
         app[CACHE], index, settings.workers, settings.idle_seconds, settings.max_pending
     )
@@ -378,6 +381,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     )
     app[PRODUCTION] = production
     await production.start()
+    try:
+        app[CATALOG] = await _catalog(settings, production)
+    except BaseException:
+        await production.close()
+        raise
+    # Index the existing cache in the background: serving starts at once.
+    loading = asyncio.create_task(asyncio.to_thread(index.load))
     yield
     await loading
     await production.close()

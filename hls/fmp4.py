@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from processing.encode import FLAC_BITS, FLAC_BLOCK_SAMPLES, Packet, Rendition
+from processing.renditions import FLAC_BITS, FLAC_BLOCK_SAMPLES, Packet, Rendition
 
 TRACK_ID = 1
 _MATRIX = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)

@@ -8,6 +8,8 @@ window once. This module imports no aiohttp.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 from collections import OrderedDict
@@ -31,6 +33,8 @@ from processing.render import (
 )
 from processing.threads import parallel_map
 from storage.cache import DiskCache
+from storage.catalog import Catalog, Track
+from storage.demo import ensure_demo_library
 
 RENDERERS_PER_WORKER = 2
 
@@ -42,6 +46,27 @@ def _scratch(cache_dir: str) -> Path:
     return Path(cache_dir) / "sources"
 
 
+M_ARENA_MAX = -8  # mallopt parameters (glibc malloc.h)
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 256 * 1024
+
+
+def _return_freed_memory() -> None:
+    """Have glibc give large blocks back to the system as soon as they are freed.
+
+    Windows are tens of MB. glibc raises its mmap threshold to the size of
+    each mmapped block freed, so later windows come from the heap, whose
+    freed pages stay with the process (a worker grew to 3x its working set,
+    measured). Setting the threshold explicitly turns that adjustment off.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        libc.mallopt(M_ARENA_MAX, 1)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
 def warm_up() -> int:
     """Run once per worker at start-up, so that the first real job finds it ready.
 
@@ -49,6 +74,7 @@ def warm_up() -> int:
     its threads and the first ffmpeg of a machine maps ~200 libraries: all
     of it is paid here (about 0.1 s) instead of by the first listener.
     """
+    _return_freed_memory()
     rate = 44100
     t = np.arange(rate // 2, dtype=np.float32) / rate
     audio = np.stack([np.sin(2 * np.pi * 440 * t)] * 2, axis=1) * np.float32(0.5)
@@ -57,6 +83,14 @@ def warm_up() -> int:
     spectral_tilt([(audio, 0)], rate)
     encode_aac(audio, rate, RENDITIONS["aac"].bitrate)
     return os.getpid()
+
+
+def scan_library(root: str, secret: str) -> list[Track]:
+    return Catalog(Path(root), secret).scan()
+
+
+def demo_library(directory: str) -> str:
+    return str(ensure_demo_library(Path(directory)))
 
 
 def open_source(ref: SourceRef, cache_dir: str) -> AudioSource:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from processing.encode import Rendition
 from processing.plan import SegmentPlan
+from processing.renditions import Rendition
 
 VERSION = 6  # EXT-X-MAP in a playlist without I-frames needs version 6
 EXTINF_DECIMALS = 6

@@ -139,6 +139,10 @@ class Production:
             *(loop.run_in_executor(self._pool, run_job, "warm_up") for _ in range(self.workers))
         )
 
+    async def call(self, name: str, *args: Any) -> Any:
+        """Run `hls.jobs.<name>(*args)` on the pool now, outside the queue (start-up work)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run_job, name, *args)
+
     async def close(self) -> None:
         for state in self._streams.values():
             if state.background is not None:

@@ -8,52 +8,27 @@ with exact timestamps (SPEC §6).
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterable, Iterator
 
 import ffmpeg
 import numpy as np
 
 from processing.errors import EncodeError
 from processing.plan import FRAME_SAMPLES
+from processing.renditions import FLAC_BITS, FLAC_BLOCK_SAMPLES, RENDITIONS, Packet, Rendition
 
-FLAC_BLOCK_SAMPLES = 4096
-FLAC_BITS = 24
+__all__ = ["FLAC_BITS", "FLAC_BLOCK_SAMPLES", "RENDITIONS", "Packet", "Rendition"]
+
 ENCODE_TIMEOUT_SECONDS = 300
-
-
-@dataclass(frozen=True)
-class Rendition:
-    """One encoding of the stream, listed as one variant of the master playlist."""
-
-    name: str
-    codec: str  # "aac" or "flac"
-    bitrate: int  # nominal bits per second for stereo (AAC target, FLAC estimate)
-    codec_string: str  # RFC 6381, for CODECS=
-
-    def nominal_bitrate(self, channels: int) -> int:
-        return self.bitrate if channels >= 2 else self.bitrate // 2
-
-
-RENDITIONS: dict[str, Rendition] = {
-    "aac": Rendition("aac", "aac", 256_000, "mp4a.40.2"),
-    "aac-lo": Rendition("aac-lo", "aac", 128_000, "mp4a.40.2"),
-    "flac": Rendition("flac", "flac", 1_500_000, "fLaC"),
-}
-
-
-@dataclass(frozen=True)
-class Packet:
-    """One access unit and the number of samples it decodes to."""
-
-    data: bytes
-    samples: int
 
 
 class Encoder:
     """An ffmpeg process started before its input is ready.
 
-    Starting ffmpeg costs ~60 ms; starting it first lets that overlap with
-    decoding and DSP. `finish` feeds the whole input and returns the output.
+    Starting ffmpeg costs ~50 ms; starting it first lets that overlap with
+    decoding and DSP. `finish` feeds the input, block by block while a
+    thread collects the output, and returns the output.
     """
 
     def __init__(self, argv: list[str], what: str) -> None:
@@ -65,23 +40,57 @@ class Encoder:
         except OSError as exc:
             raise EncodeError(f"{what} could not start ({exc})") from exc
 
-    def finish(self, data: bytes | memoryview) -> bytes:
+    def finish(self, blocks: Iterable[bytes | memoryview]) -> bytes:
+        """Write every block to ffmpeg's input, close it and return ffmpeg's output.
+
+        A block is made only when the pipe takes it, so a long input never
+        exists whole in memory. An error while making the blocks stops ffmpeg.
+        """
+        output: list[bytes] = []
+        errors: list[bytes] = []
+
+        def drain() -> None:
+            assert self.proc.stdout is not None and self.proc.stderr is not None
+            output.append(self.proc.stdout.read())
+            errors.append(self.proc.stderr.read())
+
+        reader = threading.Thread(target=drain, name="encoder-output", daemon=True)
+        reader.start()
+        assert self.proc.stdin is not None
         try:
-            # communicate() takes any buffer (it wraps the input in a memoryview).
-            out, err = self.proc.communicate(data, timeout=ENCODE_TIMEOUT_SECONDS)  # type: ignore[arg-type]
-        except subprocess.TimeoutExpired as exc:
+            for block in blocks:
+                self.proc.stdin.write(block)
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass  # ffmpeg stopped reading: its exit code and stderr tell why
+        except BaseException:
             self.proc.kill()
-            self.proc.communicate()
-            raise EncodeError(f"{self.what} timed out") from exc
-        if self.proc.returncode != 0:
+            reader.join()
+            self.proc.wait()
+            raise
+        reader.join(ENCODE_TIMEOUT_SECONDS)
+        if reader.is_alive():
+            self.proc.kill()
+            reader.join()
+            self.proc.wait()
+            raise EncodeError(f"{self.what} timed out")
+        if self.proc.wait() != 0:
+            err = errors[0] if errors else b""
             raise EncodeError(f"{self.what} failed with exit code {self.proc.returncode}", err)
-        return out
+        return output[0]
 
     def abort(self) -> None:
         """Stop a process whose input will never come (the caller failed first)."""
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.communicate()
+
+
+def _counted(blocks: Iterable[np.ndarray], dtype: str, count: list[int]) -> Iterator[memoryview]:
+    """Each (n, channels) block as raw bytes of `dtype`; adds the samples seen to count[0]."""
+    for block in blocks:
+        count[0] += len(block)
+        yield np.ascontiguousarray(block, dtype=dtype).data.cast("B")  # a view when it can
 
 
 def aac_argv(rate: int, channels: int, bitrate: int) -> list[str]:
@@ -93,21 +102,27 @@ def aac_argv(rate: int, channels: int, bitrate: int) -> list[str]:
 
 
 def encode_aac(
-    pcm: np.ndarray, rate: int, bitrate: int, encoder: Encoder | None = None
+    pcm: np.ndarray | Iterable[np.ndarray],
+    rate: int,
+    bitrate: int,
+    encoder: Encoder | None = None,
+    channels: int | None = None,
 ) -> list[Packet]:
-    """AAC-LC packets of (n, channels) float32 PCM, priming packet first.
+    """AAC-LC packets of (n, channels) float32 PCM (or its successive blocks), priming first.
 
     ffmpeg's native encoder yields ceil(n / 1024) + 1 packets: packet j is the
     MDCT of input [(j-1)·1024, (j+1)·1024) and decodes to [(j-1)·1024, j·1024).
     `encoder`: an ffmpeg already started with `aac_argv` for this input.
     """
-    channels = pcm.shape[1]
-    data = np.ascontiguousarray(pcm, dtype="<f4").data.cast("B")  # a view, not a copy
+    if isinstance(pcm, np.ndarray):
+        channels, pcm = pcm.shape[1], [pcm]
     if encoder is None:
+        assert channels is not None, "blocks need the channel count"
         encoder = Encoder(aac_argv(rate, channels, bitrate), "AAC encoding")
-    adts = encoder.finish(data)
+    count = [0]
+    adts = encoder.finish(_counted(pcm, "<f4", count))
     packets = [Packet(p, FRAME_SAMPLES) for p in split_adts(adts)]
-    expected = -(-len(pcm) // FRAME_SAMPLES) + 1
+    expected = -(-count[0] // FRAME_SAMPLES) + 1
     if len(packets) != expected:
         raise EncodeError(f"AAC encoder gave {len(packets)} packets, expected {expected}")
     return packets
@@ -156,19 +171,27 @@ def flac_argv(rate: int, channels: int) -> list[str]:
     return ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", *ffmpeg.get_args(stream)]
 
 
-def encode_flac(pcm24: np.ndarray, rate: int, encoder: Encoder | None = None) -> list[Packet]:
-    """FLAC frames of (n, channels) int32 PCM from `to_pcm24`, 4096 samples each.
+def encode_flac(
+    pcm24: np.ndarray | Iterable[np.ndarray],
+    rate: int,
+    encoder: Encoder | None = None,
+    channels: int | None = None,
+) -> list[Packet]:
+    """FLAC frames of (n, channels) int32 PCM from `to_pcm24` (or its blocks), 4096 samples each.
 
     `encoder`: an ffmpeg already started with `flac_argv` for this input.
     """
-    channels = pcm24.shape[1]
-    raw = np.ascontiguousarray(pcm24, dtype="<i4").data.cast("B")
+    if isinstance(pcm24, np.ndarray):
+        channels, pcm24 = pcm24.shape[1], [pcm24]
     if encoder is None:
+        assert channels is not None, "blocks need the channel count"
         encoder = Encoder(flac_argv(rate, channels), "FLAC encoding")
-    data = encoder.finish(raw)
-    count = -(-len(pcm24) // FLAC_BLOCK_SAMPLES)
-    frames = split_flac(data, count)
-    sizes = [FLAC_BLOCK_SAMPLES] * (count - 1) + [len(pcm24) - FLAC_BLOCK_SAMPLES * (count - 1)]
+    count = [0]
+    data = encoder.finish(_counted(pcm24, "<i4", count))
+    frames_count = -(-count[0] // FLAC_BLOCK_SAMPLES)
+    frames = split_flac(data, frames_count)
+    last = count[0] - FLAC_BLOCK_SAMPLES * (frames_count - 1)
+    sizes = [FLAC_BLOCK_SAMPLES] * (frames_count - 1) + [last]
     return [Packet(f, n) for f, n in zip(frames, sizes, strict=True)]
 
 

@@ -24,7 +24,7 @@ function of (source content, preset, intensity, rendition, index, settings).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -46,7 +46,6 @@ from processing.encode import (
     to_pcm24,
 )
 from processing.plan import FRAME_SAMPLES, SegmentPlan, WindowSettings
-from processing.threads import parallel_map
 
 PREROLL_FRAMES = (
     128  # 64 and 96 left +3.3 and +5.8 dB seams on some boundaries; 128 (3 s) stays under 2 dB
@@ -54,6 +53,7 @@ PREROLL_FRAMES = (
 POSTROLL_FRAMES = 2  # the last kept packet needs the next frame's MDCT input
 CHAIN_REACH = 4096  # samples rendered past the kept ones: the chain looks ~1k ahead (limiter)
 RENDER_MEMO_SIZE = 2  # renderings k-1 and k
+FEED_BLOCK = 1 << 16  # samples of program handed to an encoder at a time
 
 
 @dataclass(frozen=True)
@@ -143,27 +143,49 @@ class Renderer:
         return self._rendering(k, self.plan[k].start).audio
 
     def _remember(self, k: int, rendering: _Rendering) -> None:
-        """Keep the latest renderings: production moves forward, k-1 and k are what it needs.
-
-        Of an older rendering j only the end that later segments read is kept
-        (their pre-roll and the crossfade), a copy a few seconds long.
-        """
+        """Keep the latest renderings: production moves forward, k-1 and k are what it needs."""
         self._memo[k] = rendering
         while len(self._memo) > RENDER_MEMO_SIZE:
             del self._memo[min(self._memo)]
+        self._trim_before(max(self._memo))
+
+    def _trim_before(self, index: int) -> None:
+        """Of each rendering j < index keep only what segments from `index` on read.
+
+        That is its end, from the pre-roll of segment j + 1 on (the crossfade
+        included): a copy a few seconds long instead of a whole window.
+        """
         for j, older in list(self._memo.items()):
-            if j < max(self._memo) and j + 1 < len(self.plan):
+            if j < index and j + 1 < len(self.plan):
                 keep = max(self.plan[j + 1].start - self.history, older.first)
                 if keep > older.first:
                     self._memo[j] = _Rendering(keep, older.audio[keep - older.first :].copy())
 
     def prefetch(self, index: int) -> None:
-        """Render windows index-1 and index (what segment `index` needs) at once, on all cores."""
+        """Render windows index-1 and index (what segment `index` needs), one at a time.
+
+        In order, each older rendering cut to its end before the next window
+        is read, so that a worker holds one window, not two (a seek renders
+        both).
+        """
         if self.bypass:
             return
-        missing = [k for k in (index - 1, index) if k >= 0 and k not in self._memo]
-        for k, rendering in zip(missing, parallel_map(self._render, missing), strict=True):
-            self._remember(k, rendering)
+        for k in (index - 1, index):
+            if k >= 0 and k not in self._memo:
+                self._trim_before(k)
+                self._remember(k, self._render(k))
+        self._trim_before(index)
+
+    def program_blocks(
+        self, start: int, stop: int, post_roll_from: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """`program(start, stop, post_roll_from)` in successive blocks of FEED_BLOCK samples."""
+        if self.bypass:  # one read (a seek can cost more than the decoding)
+            whole = self.source.read(start, stop)
+            yield from (whole[lo : lo + FEED_BLOCK] for lo in range(0, len(whole), FEED_BLOCK))
+            return
+        for lo in range(start, stop, FEED_BLOCK):
+            yield self.program(lo, min(lo + FEED_BLOCK, stop), post_roll_from)
 
     def _crossfade(self, k: int) -> int:
         return min(self.window.overlap, self.plan[k].samples)
@@ -235,19 +257,17 @@ def encode_segment(
     s, e = seg.first_frame, seg.end_frame
     preroll = min(PREROLL_FRAMES, s)
     try:
-        renderer.prefetch(index)
-        if rendition.codec == "flac":
-            pcm = to_pcm24(renderer.program(seg.start, seg.end))
-        else:
-            feed_start = (s - preroll) * FRAME_SAMPLES
-            feed_stop = min((e + POSTROLL_FRAMES) * FRAME_SAMPLES, plan.length)
-            pcm = renderer.program(feed_start, feed_stop, post_roll_from=seg.end)
+        renderer.prefetch(index)  # the heavy part, before ffmpeg is fed
     except BaseException:
         encoder.abort()
         raise
     if rendition.codec == "flac":
-        return EncodedSegment(index, seg.start, tuple(encode_flac(pcm, rate, encoder)))
-    packets = encode_aac(pcm, rate, rendition.nominal_bitrate(channels), encoder)
+        blocks = (to_pcm24(b) for b in renderer.program_blocks(seg.start, seg.end))
+        return EncodedSegment(index, seg.start, tuple(encode_flac(blocks, rate, encoder)))
+    feed_start = (s - preroll) * FRAME_SAMPLES
+    feed_stop = min((e + POSTROLL_FRAMES) * FRAME_SAMPLES, plan.length)
+    feed = renderer.program_blocks(feed_start, feed_stop, post_roll_from=seg.end)
+    packets = encode_aac(feed, rate, rendition.nominal_bitrate(channels), encoder)
     # Local packet i is global packet (s - preroll) + i. Keep global packets
     # s+1 .. e (segment 0 also keeps the priming packet 0).
     first_kept = s + 1 if index > 0 else 0

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import mutagen
 
-from processing.decode import probe
 from processing.errors import DecodeError
 from storage.errors import TrackNotFound
 
@@ -90,7 +89,11 @@ class Catalog:
         self._lock = threading.Lock()
 
     def scan(self) -> list[Track]:
-        """Walk the root (no symlinked directories) and probe every audio file."""
+        """Walk the root (no symlinked directories) and probe every audio file.
+
+        Blocking and heavy (decoders): the server runs it in a worker
+        (`hls.jobs.scan_library`) and `load`s the result.
+        """
         found: dict[str, Track] = {}
         for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -103,11 +106,16 @@ class Catalog:
                 relative = file.relative_to(self.root).as_posix()
                 track = self._probe(relative, file)
                 found[track.id] = track
-        with self._lock:
-            self._tracks = found
+        self.load(list(found.values()))
         return self.tracks()
 
+    def load(self, tracks: list[Track]) -> None:
+        with self._lock:
+            self._tracks = {t.id: t for t in tracks}
+
     def _probe(self, relative: str, file: Path) -> Track:
+        from processing.decode import probe  # numpy and libsndfile: scans run in workers
+
         tid = track_id(self.secret, relative)
         try:
             info = probe(file)

@@ -1,0 +1,36 @@
+"""The renditions of a stream and their access units (no numpy: the server imports this)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FLAC_BLOCK_SAMPLES = 4096
+FLAC_BITS = 24
+
+
+@dataclass(frozen=True)
+class Rendition:
+    """One encoding of the stream, listed as one variant of the master playlist."""
+
+    name: str
+    codec: str  # "aac" or "flac"
+    bitrate: int  # nominal bits per second for stereo (AAC target, FLAC estimate)
+    codec_string: str  # RFC 6381, for CODECS=
+
+    def nominal_bitrate(self, channels: int) -> int:
+        return self.bitrate if channels >= 2 else self.bitrate // 2
+
+
+RENDITIONS: dict[str, Rendition] = {
+    "aac": Rendition("aac", "aac", 256_000, "mp4a.40.2"),
+    "aac-lo": Rendition("aac-lo", "aac", 128_000, "mp4a.40.2"),
+    "flac": Rendition("flac", "flac", 1_500_000, "fLaC"),
+}
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One access unit and the number of samples it decodes to."""
+
+    data: bytes
+    samples: int
