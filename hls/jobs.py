@@ -138,26 +138,33 @@ def produce_segment(spec: StreamSpec, rendition: str, index: int) -> tuple[int, 
     """Render, encode, package and cache one segment: (size in bytes, whether made here).
 
     The entry's lock makes processes sharing the cache produce it once: a
-    second producer waits, then finds it made.
+    second producer waits, then finds it made. The renderer (and with it the
+    track's analysis, under its own lock) is ready before the entry's lock
+    is taken: cache locks are never nested, since two keys may share a lock
+    file.
     """
     cache = DiskCache(Path(spec.cache_dir))
     key = spec.segment_key(rendition, index)
-    with cache.lock(*key):
-        existing = cache.get(*key)
-        if existing is not None:
-            return existing.stat().st_size, False
-        known = _renderers.get(spec)
-        source = known.source if known else open_source(spec.source, spec.cache_dir)
-        # ffmpeg starts (~50 ms) while the track is analysed and the windows rendered.
-        encoder = start_encoder(RENDITIONS[rendition], source.rate, source.channels)
-        try:
-            renderer = renderer_for(spec, source)
-        except BaseException:
-            encoder.abort()
-            raise
-        encoded = encode_segment(renderer, RENDITIONS[rendition], index, encoder)
-        data = fmp4.media_segment(index + 1, encoded.base_decode_time, encoded.packets)
-        cache.write(key, data)
+    existing = cache.get(*key)
+    if existing is not None:
+        return existing.stat().st_size, False
+    known = _renderers.get(spec)
+    source = known.source if known else open_source(spec.source, spec.cache_dir)
+    # ffmpeg starts (~50 ms) while the track is analysed and the windows rendered.
+    encoder = start_encoder(RENDITIONS[rendition], source.rate, source.channels)
+    try:
+        renderer = renderer_for(spec, source)
+        with cache.lock(*key):
+            existing = cache.get(*key)
+            if existing is not None:  # another process made it meanwhile
+                encoder.abort()
+                return existing.stat().st_size, False
+            encoded = encode_segment(renderer, RENDITIONS[rendition], index, encoder)
+            data = fmp4.media_segment(index + 1, encoded.base_decode_time, encoded.packets)
+            cache.write(key, data)
+    except BaseException:
+        encoder.abort()
+        raise
     return len(data), True
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import threading
 from collections.abc import Iterable, Iterator
+from typing import IO
 
 import ffmpeg
 import numpy as np
@@ -46,17 +47,17 @@ class Encoder:
         A block is made only when the pipe takes it, so a long input never
         exists whole in memory. An error while making the blocks stops ffmpeg.
         """
+        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
         output: list[bytes] = []
         errors: list[bytes] = []
-
-        def drain() -> None:
-            assert self.proc.stdout is not None and self.proc.stderr is not None
-            output.append(self.proc.stdout.read())
-            errors.append(self.proc.stderr.read())
-
-        reader = threading.Thread(target=drain, name="encoder-output", daemon=True)
-        reader.start()
-        assert self.proc.stdin is not None
+        # Both outputs are read while the input is written (as communicate()
+        # does), so that no full pipe can stop ffmpeg.
+        readers = [
+            threading.Thread(target=_read_all, args=(pipe, into), daemon=True)
+            for pipe, into in ((self.proc.stdout, output), (self.proc.stderr, errors))
+        ]
+        for reader in readers:
+            reader.start()
         try:
             for block in blocks:
                 self.proc.stdin.write(block)
@@ -65,14 +66,17 @@ class Encoder:
             pass  # ffmpeg stopped reading: its exit code and stderr tell why
         except BaseException:
             self.proc.kill()
-            reader.join()
-            self.proc.wait()
+            for reader in readers:
+                reader.join()
+            self.abort()
             raise
-        reader.join(ENCODE_TIMEOUT_SECONDS)
-        if reader.is_alive():
+        for reader in readers:
+            reader.join(ENCODE_TIMEOUT_SECONDS)
+        if any(reader.is_alive() for reader in readers):
             self.proc.kill()
-            reader.join()
-            self.proc.wait()
+            for reader in readers:
+                reader.join()
+            self.abort()
             raise EncodeError(f"{self.what} timed out")
         if self.proc.wait() != 0:
             err = errors[0] if errors else b""
@@ -80,10 +84,20 @@ class Encoder:
         return output[0]
 
     def abort(self) -> None:
-        """Stop a process whose input will never come (the caller failed first)."""
+        """Stop a process whose input will never come (the caller failed first); idempotent."""
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.communicate()
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None and not pipe.closed:
+                try:
+                    pipe.close()
+                except BrokenPipeError:
+                    pass
+        self.proc.wait()
+
+
+def _read_all(pipe: IO[bytes], into: list[bytes]) -> None:
+    into.append(pipe.read())
 
 
 def _counted(blocks: Iterable[np.ndarray], dtype: str, count: list[int]) -> Iterator[memoryview]:

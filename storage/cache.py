@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from storage.errors import CacheWriteError
 DEFAULT_MAX_BYTES = 1 << 30
 LOCK_STRIPES = 256  # lock files shared by hash: bounded in number, rarely contended
 _SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_held = threading.local()  # the lock this thread holds, if any
 
 
 class DiskCache:
@@ -75,14 +77,21 @@ class DiskCache:
         """Exclusive lock on an entry, across threads and processes sharing `root`.
 
         Lets one producer make an entry while others wait, then find it made.
+        Entries share LOCK_STRIPES lock files, so a thread must not take a
+        second lock while it holds one: it could be the same file, which
+        would wait for itself. That is refused with an error, not a hang.
         """
         digest = hashlib.sha256("/".join(parts).encode()).digest()
         stripe = int.from_bytes(digest[:4], "big") % LOCK_STRIPES
+        if getattr(_held, "lock", None) is not None:
+            raise RuntimeError(f"cache lock {'/'.join(parts)} taken inside {_held.lock}")
         directory = self.root / "locks"
         directory.mkdir(exist_ok=True)
         with open(directory / f"{stripe:03d}.lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
+            _held.lock = "/".join(parts)
             try:
                 yield
             finally:
+                _held.lock = None
                 fcntl.flock(handle, fcntl.LOCK_UN)

@@ -232,3 +232,15 @@ def test_a_changed_source_never_serves_old_segments(tmp_path: Path) -> None:
             fresh.stop()
     finally:
         server.stop()
+
+
+def test_a_cache_lock_taken_inside_another_is_refused_not_a_hang(tmp_path: Path) -> None:
+    # Keys share lock files: a nested lock could be the very file already
+    # held, which would wait for itself forever.
+    cache = DiskCache(tmp_path)
+    with cache.lock("segments", "a", "0.m4s"):
+        with pytest.raises(RuntimeError, match="taken inside"):
+            with cache.lock("analysis", "a", "punchy.json"):
+                pass
+    with cache.lock("analysis", "a", "punchy.json"):  # released: free again
+        pass
