@@ -298,16 +298,19 @@ class Production:
         await asyncio.gather(*(self._lane(state, queues, lane) for lane in range(len(queues))))
 
     async def _lane(self, state: StreamState, queues: list[deque[int]], lane: int) -> None:
-        """Produce the lane's run front to back; when it is empty, take the back of the longest."""
+        """Produce the lane's run front to back; when it is empty, take the back half of the
+        longest run, also front to back (a worker renders each window once when it moves
+        forward: the previous one is in its memory).
+        """
         while True:
             own = queues[lane]
-            if own:
-                index = own.popleft()
-            else:
+            if not own:
                 longest = max(queues, key=len)
                 if not longest:
                     return
-                index = longest.pop()  # from the far end: both lanes stay contiguous
+                stolen = [longest.pop() for _ in range(max(len(longest) // 2, 1))]
+                own.extend(reversed(stolen))
+            index = own.popleft()
             if state.error is not None:
                 return
             if time.monotonic() - state.last_access > self.idle_seconds:

@@ -184,13 +184,20 @@ class Renderer:
             whole = self.source.read(start, stop)
             yield from (whole[lo : lo + FEED_BLOCK] for lo in range(0, len(whole), FEED_BLOCK))
             return
+        fetched: dict[int, _Rendering] = {}  # shared by the blocks: each rendering made once
         for lo in range(start, stop, FEED_BLOCK):
-            yield self.program(lo, min(lo + FEED_BLOCK, stop), post_roll_from)
+            yield self.program(lo, min(lo + FEED_BLOCK, stop), post_roll_from, fetched)
 
     def _crossfade(self, k: int) -> int:
         return min(self.window.overlap, self.plan[k].samples)
 
-    def program(self, start: int, stop: int, post_roll_from: int | None = None) -> np.ndarray:
+    def program(
+        self,
+        start: int,
+        stop: int,
+        post_roll_from: int | None = None,
+        fetched: dict[int, _Rendering] | None = None,
+    ) -> np.ndarray:
         """The global processed signal over [start, stop), zeros outside the track.
 
         From `post_roll_from` on (an encoder's post-roll past the end of the
@@ -199,12 +206,16 @@ class Renderer:
         renderings are coherent (they differ by 80 dB less than the program),
         the decoder hears those 2 frames from the next segment's encode, and
         no third window is rendered for them.
+
+        fetched: the renderings this call (and others sharing the dict) have
+        used, kept whole whatever the memo keeps.
         """
         if self.bypass:
             return self.source.read(start, stop)
         out = np.zeros((max(stop - start, 0), self.source.channels), dtype=np.float32)
         lo, hi = max(start, 0), min(stop, self.plan.length)
-        fetched: dict[int, _Rendering] = {}  # each rendering once per call, whatever the memo keeps
+        if fetched is None:
+            fetched = {}
 
         def piece(k: int, a: int, b: int) -> np.ndarray:
             """Rendering k over global samples [a, b)."""
