@@ -98,7 +98,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     # Workers fork from a small server process that preloads the pipeline: no
     # fork of the threaded event-loop process, and shared pages between workers.
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["hls.jobs"])
+    ctx.set_forkserver_preload(["hls.preload"])
     return ctx
 
 
