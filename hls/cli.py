@@ -13,6 +13,9 @@ from pathlib import Path
 
 from hls.settings import SETTINGS, Settings, from_sources
 from processing.params import PRESET_NAMES
+from processing.renditions import RENDITIONS
+
+RENDITION_NAMES = tuple(RENDITIONS)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +32,17 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("out", type=Path, help="output .wav or .flac")
     render.add_argument("--preset", choices=PRESET_NAMES, default="adaptive")
     render.add_argument("--intensity", type=float, default=1.0)
+    package = commands.add_parser(
+        "package", help="write a complete static VOD HLS package of one track"
+    )
+    package.add_argument("source", type=Path)
+    package.add_argument("outdir", type=Path)
+    package.add_argument("--preset", choices=PRESET_NAMES, default="adaptive")
+    package.add_argument("--intensity", type=float, default=1.0)
+    package.add_argument(
+        "--rendition", nargs="+", choices=RENDITION_NAMES, default=list(RENDITION_NAMES),
+        dest="renditions", help="renditions to include (default: all)",
+    )  # fmt: skip
     analyze = commands.add_parser(
         "analyze", help="loudness before/after and the chain's parameters"
     )
@@ -70,6 +84,19 @@ async def _serve(settings: Settings) -> None:
         await runner.cleanup()
 
 
+def _package(args: argparse.Namespace) -> None:
+    from hls.package import package
+    from processing.params import canonical_intensity
+
+    if not 0.0 <= args.intensity <= 1.0:
+        raise SystemExit(f"--intensity must be in [0, 1], got {args.intensity}")
+    if not args.source.is_file():
+        raise SystemExit(f"hls-origin: {args.source} is not a file")
+    intensity = canonical_intensity(args.intensity)
+    master = package(args.source, args.outdir, args.preset, intensity, args.renditions)
+    print(f"wrote {master}")
+
+
 def _render(args: argparse.Namespace) -> None:
     from processing.render import render_file
 
@@ -96,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
             pass
     elif args.command == "render":
         _render(args)
+    elif args.command == "package":
+        _package(args)
     elif args.command == "analyze":
         _analyze(args)
     sys.exit(0)

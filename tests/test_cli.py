@@ -110,3 +110,40 @@ def test_analyze_reports_before_and_after_as_table_json_and_plot(tmp_path: Path)
     assert report["after"]["true_peak_dbtp"] <= -1.0 < report["before"]["true_peak_dbtp"] + 20
     assert report["analysis"]["params"]["preset"] == "punchy"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_package_writes_a_static_vod_package_with_the_servers_bytes(tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    src = lib / "song.flac"
+    sf.write(src, synth_program(40.0, seed=12), 44100, subtype="PCM_24")
+    out = tmp_path / "package"
+    proc = subprocess.run(
+        [sys.executable, "-m", "hls", "package", str(src), str(out), "--preset", "warm",
+         "--intensity", "0.5", "--rendition", "aac", "flac"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "segment" in proc.stderr  # the progress bar
+    master = parse_playlist((out / "master.m3u8").read_text())
+    assert [p.uri for p in master.playlists] == ["aac/index.m3u8", "flac/index.m3u8"]
+    media = parse_playlist((out / "aac" / "index.m3u8").read_text())
+    assert media.playlist_type == "vod" and media.is_endlist
+    for name in ("aac", "flac"):
+        assert (out / name / "init.mp4").is_file()
+        assert all((out / name / seg.uri).is_file() for seg in media.segments)
+    decoded = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(out / "master.m3u8"), "-map", "0:a:0",
+         "-f", "f32le", "-"],
+        capture_output=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert abs(len(decoded) // 8 - 1024 - 40 * 44100) < 1024
+    # The same bytes as the server streams.
+    server = start_server(cache_dir=tmp_path / "cache", library=lib)
+    try:
+        base = f"/hls/{server.track_id('song')}/warm/0.50"
+        for name, index in (("aac", 1), ("flac", 2), ("aac", len(media.segments) - 1)):
+            status, _, body = server.get(f"{base}/{name}/{index}.m4s")
+            assert status == 200 and body == (out / name / f"{index}.m4s").read_bytes()
+    finally:
+        server.stop()

@@ -1,0 +1,67 @@
+"""`hls-origin package`: a complete static VOD HLS package of one track (SPEC §2).
+
+The same segments the server streams, byte for byte (same plan, windows,
+chain and encoders), written as files for any static web server or CDN:
+
+    OUTDIR/master.m3u8
+    OUTDIR/{rendition}/index.m3u8, init.mp4, 0.m4s, 1.m4s, …
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+from hls import fmp4, jobs, playlist
+from hls.streams import SourceRef, StreamSpec, plan_for
+from processing.plan import DEFAULT_CONTEXT_SECONDS, DEFAULT_OVERLAP_SECONDS
+from processing.renditions import RENDITIONS
+from storage.catalog import fingerprint
+
+SEGMENT_SECONDS = 30.0
+
+
+def package(
+    source: Path,
+    outdir: Path,
+    preset: str,
+    intensity: str,
+    renditions: list[str],
+    segment_seconds: float = SEGMENT_SECONDS,
+    progress: bool = True,
+) -> Path:
+    """Write the package; returns the path of its master playlist."""
+    st = source.stat()
+    with tempfile.TemporaryDirectory(prefix="hls-package-") as scratch:
+        ref = SourceRef(str(source), fingerprint(source, st.st_size, st.st_mtime_ns))
+        spec = StreamSpec(
+            ref, preset, intensity, segment_seconds,
+            DEFAULT_CONTEXT_SECONDS, DEFAULT_OVERLAP_SECONDS, scratch,
+        )  # fmt: skip
+        info = jobs.prepare(ref, scratch)
+        plan = plan_for(spec, info.length, info.rate)
+        with tqdm(total=len(plan) * len(renditions), unit="segment", disable=not progress) as bar:
+            for name in renditions:
+                folder = outdir / name
+                folder.mkdir(parents=True, exist_ok=True)
+                rendition = RENDITIONS[name]
+                init = fmp4.init_segment(rendition, info.rate, info.channels)
+                (folder / "init.mp4").write_bytes(init)
+                for index in range(len(plan)):
+                    bar.set_description(f"{name} {index}")
+                    jobs.produce_segment(spec, name, index)
+                    made = Path(scratch).joinpath(*spec.segment_key(name, index))
+                    (folder / f"{index}.m4s").write_bytes(made.read_bytes())
+                    made.unlink()  # the package is the copy: scratch stays one segment
+                    bar.update()
+                vod = playlist.media_playlist(plan, len(plan), complete=True, live=False)
+                (folder / "index.m3u8").write_text(vod)
+    variants = [
+        playlist.Variant(RENDITIONS[name], f"{name}/index.m3u8", info.channels)
+        for name in renditions
+    ]
+    master = outdir / "master.m3u8"
+    master.write_text(playlist.master_playlist(variants))
+    return master
