@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import http_get, start_server, tree_pss_mb  # noqa: E402
+from tests.conftest import PeakPss, http_get, start_server  # noqa: E402
 from tests.helpers import parse_playlist  # noqa: E402
 
 RATE = 44100
@@ -45,31 +44,20 @@ def measure(minutes: float, work: Path) -> tuple[float, float]:
     library.mkdir()
     write_long_track(library / "long.flac", minutes)
     server = start_server(cache_dir=work / f"cache{minutes:g}", library=library)
-    peak = [0.0]
-    stop = threading.Event()
-
-    def sample() -> None:
-        # Forkserver and workers are children of the server; encoders of the workers.
-        while not stop.is_set():
-            peak[0] = max(peak[0], tree_pss_mb(server.process.pid))
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     started = time.perf_counter()
     try:
-        tid = server.json("/api/tracks")["tracks"][0]["id"]
-        base = f"{server.url}/hls/{tid}/punchy/1.00/aac"
-        _, _, body = http_get(f"{base}/index.m3u8")
-        while b"#EXT-X-ENDLIST" not in body:
-            msn = len(parse_playlist(body).segments)
-            _, _, body = http_get(f"{base}/index.m3u8?_HLS_msn={msn}")
-        elapsed = time.perf_counter() - started
+        # Forkserver and workers are children of the server; encoders of the workers.
+        with PeakPss(server.process.pid, interval=0.1) as memory:
+            tid = server.json("/api/tracks")["tracks"][0]["id"]
+            base = f"{server.url}/hls/{tid}/punchy/1.00/aac"
+            _, _, body = http_get(f"{base}/index.m3u8")
+            while b"#EXT-X-ENDLIST" not in body:
+                msn = len(parse_playlist(body).segments)
+                _, _, body = http_get(f"{base}/index.m3u8?_HLS_msn={msn}")
+            elapsed = time.perf_counter() - started
     finally:
-        stop.set()
-        sampler.join()
         server.stop()
-    return peak[0], elapsed
+    return memory.peak, elapsed
 
 
 def main() -> None:

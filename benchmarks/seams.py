@@ -38,7 +38,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 reference, boundaries = write_stream(src, Path(tmp), rendition)
                 report = check(
-                    Path(tmp) / "index.m3u8", reference, RATE,
+                    Path(tmp) / rendition / "index.m3u8", reference, RATE,
                     boundaries, RENDITIONS[rendition].nominal_bitrate(reference.shape[1]),
                 )  # fmt: skip
             print(f"{rendition:7s} {src.name:30s} {report}")

@@ -15,12 +15,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from hls import fmp4, jobs, playlist
+from hls.settings import Settings
 from hls.streams import SourceRef, StreamSpec, plan_for
-from processing.plan import DEFAULT_CONTEXT_SECONDS, DEFAULT_OVERLAP_SECONDS
 from processing.renditions import RENDITIONS
 from storage.catalog import fingerprint
 
-SEGMENT_SECONDS = 30.0
+DEFAULTS = Settings()  # the server's segment and window settings: the same bytes
 
 
 def package(
@@ -29,7 +29,6 @@ def package(
     preset: str,
     intensity: str,
     renditions: list[str],
-    segment_seconds: float = SEGMENT_SECONDS,
     progress: bool = True,
 ) -> Path:
     """Write the package; returns the path of its master playlist."""
@@ -37,8 +36,8 @@ def package(
     with tempfile.TemporaryDirectory(prefix="hls-package-") as scratch:
         ref = SourceRef(str(source), fingerprint(source, st.st_size, st.st_mtime_ns))
         spec = StreamSpec(
-            ref, preset, intensity, segment_seconds,
-            DEFAULT_CONTEXT_SECONDS, DEFAULT_OVERLAP_SECONDS, scratch,
+            ref, preset, intensity, DEFAULTS.segment_seconds,
+            DEFAULTS.context_seconds, DEFAULTS.overlap_seconds, scratch,
         )  # fmt: skip
         info = jobs.prepare(ref, scratch)
         plan = plan_for(spec, info.length, info.rate)

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -121,6 +122,29 @@ def tree_pss_mb(root: int) -> float:
         except OSError:
             continue
     return total / 1024
+
+
+class PeakPss:
+    """Samples the summed PSS of a process tree in a thread while in use: `peak` (MB)."""
+
+    def __init__(self, root: int, interval: float = 0.05) -> None:
+        self.root, self.interval = root, interval
+        self.peak = tree_pss_mb(root)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, tree_pss_mb(self.root))
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakPss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def http_get(url: str, timeout: float = 60.0) -> tuple[int, dict[str, str], bytes]:

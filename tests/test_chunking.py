@@ -49,7 +49,9 @@ def test_flac_stream_matches_the_whole_track_render_in_every_segment(
     preset: str, track: Path, tmp_path: Path
 ) -> None:
     _, boundaries = write_stream(track, tmp_path, "flac", preset)
-    chunked = decode(tmp_path / "index.m3u8", channels=2, fmt="s32le").astype(np.float64) / 2**31
+    chunked = (
+        decode(tmp_path / "flac" / "index.m3u8", channels=2, fmt="s32le").astype(np.float64) / 2**31
+    )
     whole_file = tmp_path / "whole.flac"
     proc = subprocess.run(
         [sys.executable, "-m", "hls", "render", str(track), str(whole_file), "--preset", preset],

@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import put_track, start_server, tree_pss_mb
+from tests.conftest import PeakPss, put_track, start_server, tree_pss_mb
 from tests.helpers import parse_playlist
 
 
@@ -31,25 +31,14 @@ def test_a_saturated_pool_refuses_new_cold_work_quickly_and_finishes_what_it_acc
             results[i] = (status, headers, body, time.perf_counter() - started)
 
         baseline = tree_pss_mb(server.process.pid)
-        peak = [baseline]
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], tree_pss_mb(server.process.pid))
-                time.sleep(0.05)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        threads = [threading.Thread(target=cold, args=(i,)) for i in range(12)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        done.set()
-        sampler.join()
+        with PeakPss(server.process.pid) as memory:
+            threads = [threading.Thread(target=cold, args=(i,)) for i in range(12)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
         # One worker: refused work costs nothing, accepted work one window at a time.
-        assert peak[0] - baseline < 150, (baseline, peak[0])
+        assert memory.peak - baseline < 150, (baseline, memory.peak)
         statuses = [r[0] for r in results.values()]
         assert 503 in statuses and 200 in statuses, statuses
         for status, headers, body, seconds in results.values():

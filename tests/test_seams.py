@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from hls import fmp4, jobs, playlist
-from hls.streams import SourceRef, StreamSpec
+from hls.package import package
 from processing import render
 from processing.decode import AudioSource
 from processing.encode import RENDITIONS
@@ -25,30 +24,18 @@ SEGMENT_END = plan_segments(RATE * 100, RATE, 30.0).segments[4].end
 def write_stream(
     src: Path, out: Path, rendition: str = "aac", preset: str = "original"
 ) -> tuple[np.ndarray, list[int]]:
-    """Produce all segments of `src` and an index.m3u8 into `out`; return reference, boundaries."""
-    spec = StreamSpec(
-        SourceRef(str(src), src.stem), preset, "1.00", 30.0, 5.0, 1.0, str(out / "cache")
-    )
-    info = jobs.prepare(spec.source, spec.cache_dir)
-    plan = jobs.plan_for(spec, info.length, info.rate)
-    (out / "init.mp4").write_bytes(
-        fmp4.init_segment(RENDITIONS[rendition], info.rate, info.channels)
-    )
-    for index in range(len(plan)):
-        jobs.produce_segment(spec, rendition, index)
-        data = Path(spec.cache_dir).joinpath(*spec.segment_key(rendition, index)).read_bytes()
-        (out / f"{index}.m4s").write_bytes(data)
-    (out / "index.m3u8").write_text(
-        playlist.media_playlist(plan, len(plan), complete=True, live=True)
-    )
-    reference = AudioSource(src, out / "scratch", "ref").read(0, info.length)
+    """Package every segment of `src` into out/{rendition}/; return reference, boundaries."""
+    package(src, out, preset, "1.00", [rendition], progress=False)
+    source = AudioSource(src, out / "scratch", "ref")
+    reference = source.read(0, source.length)
+    plan = plan_segments(len(reference), RATE, 30.0)
     return reference, [seg.start for seg in plan.segments[1:]]
 
 
 def seam_report(src: Path, out: Path, rendition: str = "aac") -> SeamReport:
     reference, boundaries = write_stream(src, out, rendition)
     bitrate = RENDITIONS[rendition].nominal_bitrate(reference.shape[1])  # what the stream used
-    report = check(out / "index.m3u8", reference, RATE, boundaries, bitrate)
+    report = check(out / rendition / "index.m3u8", reference, RATE, boundaries, bitrate)
     print(f"{src.name} {rendition}: {report}")
     return report
 
