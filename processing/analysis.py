@@ -22,7 +22,7 @@ from processing.decode import AudioSource
 from processing.dsp import Biquad
 from processing.threads import parallel_map
 
-ANALYSIS_VERSION = 6
+ANALYSIS_VERSION = 7
 FULL_READ_SECONDS = 60.0  # shorter tracks are measured whole
 EXCERPTS = 8
 EXCERPT_SECONDS = 4.0

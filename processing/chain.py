@@ -91,17 +91,31 @@ def pre_gain(
 
 
 def process(
-    audio: np.ndarray, rate: int, params: ChainParams, intensity: float, in_place: bool = False
+    audio: np.ndarray,
+    rate: int,
+    params: ChainParams,
+    intensity: float,
+    in_place: bool = False,
+    keep_from: int = 0,
 ) -> np.ndarray:
     """Render (n, channels) float32 audio through the chain, blended by intensity ∈ [0, 1].
 
     in_place: the caller gives up `audio` (at full intensity it becomes the
     output), so that a window costs one copy of itself, or two when blended.
+    keep_from: the caller keeps samples from there on only (a window's
+    context before its segment): the stateful stages (EQ, compressor) run
+    over the whole input, the stateless ones (gain, limiter, blend) only
+    from `dsp.LIMITER_REACH` before it, and the output before that is left
+    unfinished. Kept samples are the same, bit for bit (tested).
     """
     preset = PRESETS[params.preset]
     if preset.bypass or intensity <= 0.0:
         return audio
     wet = pre_gain(audio, rate, preset, params.corrective, in_place=in_place and intensity >= 1.0)
-    wet *= np.float32(dsp.db_to_gain(params.gain_db))
-    wet = dsp.limit(wet, rate, preset.limiter, in_place=True)
-    return dsp.blend(audio, wet, intensity)
+    # A multiple of the limiter's control step, so that its grid is the same.
+    skip = max(keep_from - dsp.LIMITER_REACH, 0) // dsp.CONTROL_DECIMATION * dsp.CONTROL_DECIMATION
+    tail = wet[skip:]
+    tail *= np.float32(dsp.db_to_gain(params.gain_db))
+    dsp.limit(tail, rate, preset.limiter, in_place=True)
+    dsp.blend(audio[skip:], tail, intensity)
+    return wet

@@ -18,12 +18,16 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import minimum_filter1d, uniform_filter1d
+from scipy.ndimage import correlate1d, minimum_filter1d, uniform_filter1d
 from scipy.signal import lfilter, sosfilt
 
 TRUE_PEAK_OVERSAMPLING = 4
 CONTROL_DECIMATION = 16  # gain computers run at rate / 16
 STREAM_BLOCK = 1 << 16  # samples per step of the stages (1.5 s): their temporaries stay small
+# How far the limiter's output depends on its input (and on where its input
+# starts), with room: look-ahead and hold on both sides, the averaging, the
+# true-peak blocks around each block (about 1000 samples at 48 kHz).
+LIMITER_REACH = 4096
 
 # ITU-R BS.1770-4 Annex 2: 48-tap interpolation filter, 4 phases of 12 taps.
 _TP_PHASES = np.array(
@@ -259,20 +263,18 @@ def true_peak_envelope(
     run_starts = np.concatenate([hot[:1], hot[breaks + 1]]) * _TP_BLOCK
     run_ends = np.minimum(np.concatenate([hot[breaks], hot[-1:]]) * _TP_BLOCK + _TP_BLOCK, n)
     out = mags.copy()
-    taps = _TP_PHASES_F32[list(phases)]
-    columns = [np.ascontiguousarray(audio[:, c]) for c in range(audio.shape[1])]
+    # correlate1d with the reversed phases and origin -1 gives, at sample t,
+    # the dot product of each phase with samples t+6 .. t-5 (the filter
+    # delays by 5.5 samples), zeros outside the signal; it runs every channel
+    # in one call, in C, half the time of a numpy convolution per column.
+    taps = [np.ascontiguousarray(_TP_PHASES_F32[p][::-1]) for p in phases]
     for a, b in zip(run_starts.tolist(), run_ends.tolist(), strict=True):
-        # Samples [a - 5, b + 6), zeros outside the signal: the interpolated
-        # values after sample t are the dot products of the phases with
-        # samples t-5 .. t+6 (the filter delays by 5.5 samples).
         lo, hi = max(a - 5, 0), min(b + 6, n)
-        for column in columns:
-            piece = column[lo:hi]
-            if lo > a - 5 or hi < b + 6:
-                piece = np.pad(piece, (lo - (a - 5), b + 6 - hi))
-            for phase in taps:
-                window = np.abs(np.convolve(piece, phase, mode="valid"))
-                np.maximum(out[a:b], window, out=out[a:b])
+        piece = audio[lo:hi]
+        interpolated = np.empty(piece.shape, dtype=np.float32)
+        for phase in taps:
+            correlate1d(piece, phase, axis=0, mode="constant", origin=-1, output=interpolated)
+            np.maximum(out[a:b], abs_peak(interpolated[a - lo : b - lo]), out=out[a:b])
     return out
 
 

@@ -65,7 +65,8 @@ class EncodedSegment:
     packets: tuple[Packet, ...]
 
 
-Processor = Callable[[np.ndarray], np.ndarray]  # (n, channels) float32 → same shape
+# (n, channels) float32 and where the kept part starts → the same shape, finished from there on
+Processor = Callable[[np.ndarray, int], np.ndarray]
 
 
 def chain_processor(rate: int, analysis: Analysis | None, intensity: float) -> Processor | None:
@@ -76,9 +77,9 @@ def chain_processor(rate: int, analysis: Analysis | None, intensity: float) -> P
 
 
 def _run_chain(
-    audio: np.ndarray, *, rate: int, params: chain.ChainParams, intensity: float
+    audio: np.ndarray, keep_from: int, *, rate: int, params: chain.ChainParams, intensity: float
 ) -> np.ndarray:
-    return chain.process(audio, rate, params, intensity, in_place=True)
+    return chain.process(audio, rate, params, intensity, in_place=True, keep_from=keep_from)
 
 
 @dataclass
@@ -126,7 +127,7 @@ class Renderer:
         start = max(seg.start - self.window.context, 0)
         audio = self.source.read(start, seg.end + self.tail + self.after)
         assert self.process is not None
-        out = self.process(audio)
+        out = self.process(audio, seg.start - start)
         return _Rendering(seg.start, out[seg.start - start : seg.end + self.tail - start])
 
     def _rendering(self, k: int, a: int) -> _Rendering:
