@@ -28,7 +28,7 @@ from processing.render import (
     CHAIN_REACH,
     Renderer,
     chain_processor,
-    encode_segment,
+    encode_unit,
     start_encoder,
 )
 from processing.threads import parallel_map
@@ -140,38 +140,53 @@ def renderer_for(spec: StreamSpec, source: AudioSource | None = None) -> Rendere
     return renderer
 
 
-def produce_segment(spec: StreamSpec, rendition: str, index: int) -> tuple[int, bool]:
-    """Render, encode, package and cache one segment: (size in bytes, whether made here).
+def produce_segment(spec: StreamSpec, rendition: str, index: int) -> tuple[dict[int, int], bool]:
+    """Render, encode, package and cache the encode unit that holds segment `index`.
 
-    The entry's lock makes processes sharing the cache produce it once: a
-    second producer waits, then finds it made. The renderer (and with it the
-    track's analysis, under its own lock) is ready before the entry's lock
-    is taken: cache locks are never nested, since two keys may share a lock
-    file.
+    Returns the size in bytes of each segment of the unit, and whether they
+    were made here. The unit's lock (its first segment's) makes processes
+    sharing the cache produce it once: a second producer waits, then finds
+    it made. The renderer (and with it the track's analysis, under its own
+    lock) is ready before the unit's lock is taken: cache locks are never
+    nested, since two keys may share a lock file.
     """
     cache = DiskCache(Path(spec.cache_dir))
-    key = spec.segment_key(rendition, index)
-    existing = cache.get(*key)
-    if existing is not None:
-        return existing.stat().st_size, False
     known = _renderers.get(spec)
     source = known.source if known else open_source(spec.source, spec.cache_dir)
+    plan = known.plan if known else plan_for(spec, source.length, source.rate)
+    unit = plan.unit_of(index, RENDITIONS[rendition].segments_per_encode)
+    keys = {i: spec.segment_key(rendition, i) for i in unit}
+    existing = _cached_sizes(cache, keys)
+    if existing is not None:
+        return existing, False
     # ffmpeg starts (~50 ms) while the track is analysed and the windows rendered.
     encoder = start_encoder(RENDITIONS[rendition], source.rate, source.channels)
     try:
         renderer = renderer_for(spec, source)
-        with cache.lock(*key):
-            existing = cache.get(*key)
+        with cache.lock(*keys[unit[0]]):
+            existing = _cached_sizes(cache, keys)
             if existing is not None:  # another process made it meanwhile
                 encoder.abort()
-                return existing.stat().st_size, False
-            encoded = encode_segment(renderer, RENDITIONS[rendition], index, encoder)
-            data = fmp4.media_segment(index + 1, encoded.base_decode_time, encoded.packets)
-            cache.write(key, data)
+                return existing, False
+            sizes = {}
+            for encoded in encode_unit(renderer, RENDITIONS[rendition], unit, encoder):
+                data = fmp4.media_segment(
+                    encoded.index + 1, encoded.base_decode_time, encoded.packets
+                )
+                cache.write(keys[encoded.index], data)
+                sizes[encoded.index] = len(data)
     except BaseException:
         encoder.abort()
         raise
-    return len(data), True
+    return sizes, True
+
+
+def _cached_sizes(cache: DiskCache, keys: dict[int, tuple[str, ...]]) -> dict[int, int] | None:
+    """Sizes of the unit's segments if every one is in the cache (else it is made again)."""
+    try:
+        return {index: cache.path(*key).stat().st_size for index, key in keys.items()}
+    except FileNotFoundError:
+        return None
 
 
 def segment_pcm16(spec: StreamSpec, index: int) -> bytes:

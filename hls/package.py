@@ -53,7 +53,7 @@ def package(
                     jobs.produce_segment(spec, name, index)
                     made = Path(scratch).joinpath(*spec.segment_key(name, index))
                     (folder / f"{index}.m4s").write_bytes(made.read_bytes())
-                    made.unlink()  # the package is the copy: scratch stays one segment
+                    made.unlink()  # the package is the copy: scratch stays one encode unit
                     bar.update()
                 vod = playlist.media_playlist(plan, len(plan), complete=True, live=False)
                 (folder / "index.m3u8").write_text(vod)

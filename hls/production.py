@@ -27,6 +27,7 @@ from typing import Any
 from hls.errors import Overloaded
 from hls.streams import PreparedSource, SourceRef, StreamSpec, run_job
 from processing.plan import SegmentPlan
+from processing.renditions import RENDITIONS
 from storage.cache import DiskCache
 from storage.eviction import LruIndex
 
@@ -87,6 +88,10 @@ class StreamState:
         if self.background is not None and not self.background.done():
             return "producing"
         return "idle"
+
+    def unit_of(self, index: int) -> range:
+        """The segments produced together with segment `index`."""
+        return self.plan.unit_of(index, RENDITIONS[self.rendition].segments_per_encode)
 
     def mark_done(self, index: int) -> None:
         self.done.add(index)
@@ -231,27 +236,39 @@ class Production:
         return state
 
     async def segment(self, state: StreamState, index: int, priority: int = ON_DEMAND) -> int:
-        """Make sure one segment is in the cache (producing it if missing); returns its size."""
+        """Make sure one segment is in the cache (producing it if missing); returns its size.
+
+        Segments are produced by encode unit (`SegmentPlan.encode_units`): the
+        unit's other segments are made and listed with it.
+        """
         key = state.spec.segment_key(state.rendition, index)
         path = self.cache.get(*key)
+        sizes = None
         if path is not None:
-            size = path.stat().st_size
-        else:
+            try:
+                sizes = {index: path.stat().st_size}
+            except FileNotFoundError:
+                pass  # evicted just now: produce it again
+        if sizes is None:
+            unit = state.unit_of(index)
+            unit_key = ("unit", *state.spec.segment_key(state.rendition, unit[0]))
             started = time.monotonic()
-            first_caller = key not in self._inflight  # the one that counts the production
-            size, produced = await self.run(
-                key, priority, run_job, "produce_segment", state.spec, state.rendition, index
+            first_caller = unit_key not in self._inflight  # the one that counts the production
+            sizes, produced = await self.run(
+                unit_key, priority, run_job, "produce_segment", state.spec, state.rendition, index
             )
             if produced and first_caller:  # not when another process made it first
-                self.produced += 1
-                if self.on_segment is not None:
-                    self.on_segment(state.rendition, time.monotonic() - started)
-        self.index.touch(key, size)
+                self.produced += len(sizes)
+                if self.on_segment is not None:  # each segment of the unit took this long
+                    for _ in sizes:
+                        self.on_segment(state.rendition, time.monotonic() - started)
+        for made, size in sizes.items():
+            self.index.touch(state.spec.segment_key(state.rendition, made), size)
+            if made not in state.done:
+                state.mark_done(made)
         if self.index.total_bytes > self.index.max_bytes:
             await asyncio.to_thread(self.index.evict)
-        if index not in state.done:
-            state.mark_done(index)
-        return int(size)
+        return int(sizes[index])
 
     async def segment_bytes(self, state: StreamState, index: int) -> bytes:
         """The bytes of one segment, produced first if missing (again if evicted meanwhile)."""
@@ -279,25 +296,29 @@ class Production:
     async def _background(self, state: StreamState) -> None:
         """Produce missing segments while someone listens, one lane per worker.
 
-        The missing segments are cut into `workers` contiguous runs, each
-        produced in order by its own lane. A lane submits its next segment
-        when its last one is done, so the worker that just finished (and
-        still holds the previous window's rendering) takes it: each window
-        is rendered about once instead of twice.
+        The encode units with a missing segment are cut into `workers`
+        contiguous runs, each produced in order by its own lane. A lane
+        submits its next unit when its last one is done, so the worker that
+        just finished (and still holds the previous window's rendering)
+        takes it: each window is rendered about once instead of twice.
         """
-        pending = [i for i in range(len(state.plan)) if i not in state.done]
+        units = [
+            unit
+            for unit in state.plan.encode_units(RENDITIONS[state.rendition].segments_per_encode)
+            if any(i not in state.done for i in unit)
+        ]
         # Runs of about equal audio (not equal counts: the ramp's segments are short).
-        total = sum(state.plan[i].samples for i in pending)
-        runs: list[list[int]] = [[] for _ in range(self.workers)]
+        samples = {unit[0]: state.plan[unit[-1]].end - state.plan[unit[0]].start for unit in units}
+        total = sum(samples.values())
+        runs: list[deque[range]] = [deque() for _ in range(self.workers)]
         done_samples = 0
-        for index in pending:
-            lane = min(done_samples * self.workers // max(total, 1), self.workers - 1)
-            runs[lane].append(index)
-            done_samples += state.plan[index].samples
-        queues = [deque(run) for run in runs]
-        await asyncio.gather(*(self._lane(state, queues, lane) for lane in range(len(queues))))
+        for unit in units:  # a unit goes to the lane that holds its middle
+            middle = done_samples + samples[unit[0]] // 2
+            runs[min(middle * self.workers // max(total, 1), self.workers - 1)].append(unit)
+            done_samples += samples[unit[0]]
+        await asyncio.gather(*(self._lane(state, runs, lane) for lane in range(len(runs))))
 
-    async def _lane(self, state: StreamState, queues: list[deque[int]], lane: int) -> None:
+    async def _lane(self, state: StreamState, queues: list[deque[range]], lane: int) -> None:
         """Produce the lane's run front to back; when it is empty, take the back half of the
         longest run, also front to back (a worker renders each window once when it moves
         forward: the previous one is in its memory).
@@ -310,19 +331,20 @@ class Production:
                     return
                 stolen = [longest.pop() for _ in range(max(len(longest) // 2, 1))]
                 own.extend(reversed(stolen))
-            index = own.popleft()
+            unit = own.popleft()
             if state.error is not None:
                 return
             if time.monotonic() - state.last_access > self.idle_seconds:
                 return  # nobody has asked for a while: resume on the next request
-            if index in state.done:
+            missing = [i for i in unit if i not in state.done]
+            if not missing:
                 continue
             try:
-                await self.segment(state, index, BACKGROUND)
+                await self.segment(state, missing[0], BACKGROUND)
             except Exception as exc:
                 log.warning(
                     "background production of %s/%s stopped at segment %d: %s",
-                    state.spec.source.key, state.rendition, index, exc,
+                    state.spec.source.key, state.rendition, missing[0], exc,
                 )  # fmt: skip
                 state.error = exc
                 state.changed.set()

@@ -54,6 +54,38 @@ class SegmentPlan:
     def __getitem__(self, index: int) -> Segment:
         return self.segments[index]
 
+    def encode_units(self, per_unit: int) -> tuple[range, ...]:
+        """Runs of consecutive segments encoded together: one encoder, one pre-roll (§6).
+
+        Segment 0 alone, since a listener waits for it; the rest of the ramp
+        together; then full-length segments `per_unit` at a time (the last
+        run may be shorter). per_unit = 1: every segment alone. A pure
+        function of the plan, like the boundaries: a segment's bytes come
+        from its unit's encode, whoever asks for which segment first.
+        """
+        count = len(self.segments)
+        if per_unit <= 1:
+            return tuple(range(i, i + 1) for i in range(count))
+        ramp_end = 1
+        while (
+            ramp_end < count
+            and self.segments[ramp_end].end_frame - self.segments[ramp_end].first_frame
+            < self.frames_per_segment
+        ):
+            ramp_end += 1
+        units = [range(0, 1)]
+        if ramp_end > 1:
+            units.append(range(1, ramp_end))
+        units += [range(i, min(i + per_unit, count)) for i in range(ramp_end, count, per_unit)]
+        return tuple(units)
+
+    def unit_of(self, index: int, per_unit: int) -> range:
+        """The encode unit that holds segment `index`."""
+        for unit in self.encode_units(per_unit):
+            if index in unit:
+                return unit
+        raise IndexError(f"segment {index} is not in the plan ({len(self.segments)} segments)")
+
     def index_at(self, sample: int) -> int:
         """Index of the segment containing `sample` (clamped to the track)."""
         starts = [seg.start for seg in self.segments]

@@ -15,10 +15,11 @@ The processed program is one global signal, defined piecewise:
   coherent, so gains summing to one keep the level flat); elsewhere in
   segment k it is rendering k.
 
-Each AAC segment encodes that signal from `PREROLL_FRAMES` before the
-segment to 2 frames after it and keeps exactly its own packets (§6); the
-post-roll continues the segment's own rendering. The FLAC segment encodes
-the segment's samples alone. Everything is a pure
+AAC segments are encoded in units of consecutive segments
+(`SegmentPlan.encode_units`): each unit encodes that signal from
+`PREROLL_FRAMES` before its first segment to 2 frames after its last, and
+each segment keeps exactly its own packets (§6); the post-roll continues
+the last segment's own rendering. A FLAC segment encodes its samples alone. Everything is a pure
 function of (source content, preset, intensity, rendition, index, settings).
 """
 
@@ -144,11 +145,14 @@ class Renderer:
         return self._rendering(k, self.plan[k].start).audio
 
     def _remember(self, k: int, rendering: _Rendering) -> None:
-        """Keep the latest renderings: production moves forward, k-1 and k are what it needs."""
+        """Keep rendering k and the one before: production moves forward from k.
+
+        Everything else goes, after k too: a worker that jumps back (a lane
+        taking over another's run) must keep what it renders now.
+        """
+        self._memo = {j: r for j, r in self._memo.items() if k - RENDER_MEMO_SIZE < j < k}
         self._memo[k] = rendering
-        while len(self._memo) > RENDER_MEMO_SIZE:
-            del self._memo[min(self._memo)]
-        self._trim_before(max(self._memo))
+        self._trim_before(k)
 
     def _trim_before(self, index: int) -> None:
         """Of each rendering j < index keep only what segments from `index` on read.
@@ -254,43 +258,61 @@ def start_encoder(rendition: Rendition, rate: int, channels: int) -> Encoder:
     return Encoder(aac_argv(rate, channels, rendition.nominal_bitrate(channels)), "AAC encoding")
 
 
-def encode_segment(
-    renderer: Renderer, rendition: Rendition, index: int, encoder: Encoder | None = None
-) -> EncodedSegment:
-    """Encode segment `index` of the renderer's program for one rendition (§6).
+def encode_unit(
+    renderer: Renderer, rendition: Rendition, unit: range, encoder: Encoder | None = None
+) -> list[EncodedSegment]:
+    """Encode the segments of one encode unit (`SegmentPlan.encode_units`) in one run (§6).
 
+    AAC: the program from `PREROLL_FRAMES` before the unit's first segment
+    to 2 frames after its last, each segment keeping exactly its own packets;
+    inside the unit the encoder runs on, as in a continuous encode. FLAC:
+    units are single segments, encoded alone. Windows are rendered one
+    segment at a time, ahead of the samples fed (`Renderer.prefetch`).
     encoder: from `start_encoder` for this rendition (started now if None).
     """
     plan = renderer.plan
-    seg = plan[index]
     rate, channels = renderer.source.rate, renderer.source.channels
     if encoder is None:
         encoder = start_encoder(rendition, rate, channels)
-    s, e = seg.first_frame, seg.end_frame
-    preroll = min(PREROLL_FRAMES, s)
     try:
-        renderer.prefetch(index)  # the heavy part, before ffmpeg is fed
+        renderer.prefetch(unit[0])  # the heavy part, before ffmpeg is fed
     except BaseException:
         encoder.abort()
         raise
     if rendition.codec == "flac":
+        (index,) = unit
+        seg = plan[index]
         blocks = (to_pcm24(b) for b in renderer.program_blocks(seg.start, seg.end))
-        return EncodedSegment(index, seg.start, tuple(encode_flac(blocks, rate, encoder)))
-    feed_start = (s - preroll) * FRAME_SAMPLES
-    feed_stop = min((e + POSTROLL_FRAMES) * FRAME_SAMPLES, plan.length)
-    feed = renderer.program_blocks(feed_start, feed_stop, post_roll_from=seg.end)
-    packets = encode_aac(feed, rate, rendition.nominal_bitrate(channels), encoder)
-    # Local packet i is global packet (s - preroll) + i. Keep global packets
-    # s+1 .. e (segment 0 also keeps the priming packet 0).
-    first_kept = s + 1 if index > 0 else 0
-    last_kept = e
-    local = slice(first_kept - (s - preroll), last_kept - (s - preroll) + 1)
-    kept = tuple(packets[local])
-    expected = last_kept - first_kept + 1
-    if len(kept) != expected:
-        raise AssertionError(f"segment {index}: kept {len(kept)} packets, expected {expected}")
-    # Global packet j decodes to the fixed-lead timeline position j · 1024.
-    return EncodedSegment(index, first_kept * FRAME_SAMPLES, kept)
+        return [EncodedSegment(index, seg.start, tuple(encode_flac(blocks, rate, encoder)))]
+    first, last = plan[unit[0]], plan[unit[-1]]
+    preroll = min(PREROLL_FRAMES, first.first_frame)
+    origin = first.first_frame - preroll  # global frame of the encoder's first input sample
+    feed_stop = min((last.end_frame + POSTROLL_FRAMES) * FRAME_SAMPLES, plan.length)
+
+    def feed() -> Iterator[np.ndarray]:
+        for index in unit:
+            seg = plan[index]
+            if index != unit[0]:
+                renderer.prefetch(index)
+            a = origin * FRAME_SAMPLES if index == unit[0] else seg.start
+            if index != unit[-1]:
+                yield from renderer.program_blocks(a, seg.end)
+            else:  # the post-roll continues the last segment's own rendering
+                yield from renderer.program_blocks(a, feed_stop, post_roll_from=seg.end)
+
+    packets = encode_aac(feed(), rate, rendition.nominal_bitrate(channels), encoder)
+    encoded = []
+    for index in unit:
+        seg = plan[index]
+        # Local packet i is global packet origin + i. Keep global packets
+        # s+1 .. e (segment 0 also keeps the priming packet 0); global packet
+        # j decodes to the fixed-lead timeline position j · 1024.
+        first_kept = seg.first_frame + 1 if index > 0 else 0
+        kept = tuple(packets[first_kept - origin : seg.end_frame - origin + 1])
+        if len(kept) != seg.end_frame - first_kept + 1:
+            raise AssertionError(f"segment {index}: kept {len(kept)} packets")
+        encoded.append(EncodedSegment(index, first_kept * FRAME_SAMPLES, kept))
+    return encoded
 
 
 def render_whole(source: AudioSource, analysis: Analysis | None, intensity: float) -> np.ndarray:
