@@ -40,6 +40,27 @@ def test_the_first_segments_ramp_up_then_stay_at_thirty_seconds() -> None:
     assert uniform.segments[0].samples == 1292 * 1024
 
 
+@pytest.mark.parametrize("length", [1, 44100 * 3, 44100 * 16, 44100 * 200, 44100 * 420])
+def test_encode_units_tile_the_segments_in_order(length: int) -> None:
+    plan = plan_segments(length, 44100, 30.0)
+    units = plan.encode_units(2)
+    assert [i for unit in units for i in unit] == list(range(len(plan)))
+    assert units[0] == range(0, 1)  # a listener waits for segment 0: alone
+    for index in range(len(plan)):
+        assert index in plan.unit_of(index, 2)
+    assert plan.encode_units(1) == tuple(range(i, i + 1) for i in range(len(plan)))
+
+
+def test_the_ramp_is_one_unit_then_full_segments_go_in_pairs() -> None:
+    plan = plan_segments(44100 * 420, 44100, 30.0)  # 1, 2, 4, 8 s, then 30 s
+    assert [(u.start, u.stop) for u in plan.encode_units(2)] == [
+        (0, 1), (1, 4), (4, 6), (6, 8), (8, 10), (10, 12), (12, 14), (14, 16), (16, 18),
+    ]  # fmt: skip
+    assert plan.unit_of(9, 2) == range(8, 10)
+    with pytest.raises(IndexError):
+        plan.unit_of(18, 2)
+
+
 def test_one_sample_past_a_full_segment_is_a_segment_of_one_sample() -> None:
     full = plan_segments(10**7, 44100, 30.0).segments[5].end
     assert plan_segments(full, 44100, 30.0).segments[-1].end == full
