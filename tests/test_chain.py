@@ -68,6 +68,25 @@ def test_an_intersample_peak_is_detected() -> None:
     )
 
 
+@pytest.mark.parametrize("above", [0.2, 0.5, 0.86])
+def test_true_peaks_interpolated_only_where_they_can_cross_agree_with_the_exact_ones(
+    above: float,
+) -> None:
+    # Quiet stretches and a few hot spots: most blocks are skipped, runs of
+    # every length are interpolated side by side, at the edges too.
+    rng = np.random.default_rng(11)
+    for length in (1, 17, 300, 4099):
+        audio = (rng.standard_normal((length, 2)) * 0.05).astype(np.float32)
+        audio[rng.integers(0, length, 4)] = 0.9
+        audio[0] = audio[-1] = 0.95
+        exact = dsp.true_peak_envelope(audio)
+        fast = dsp.true_peak_envelope(audio, above=above)
+        crossing = (exact > above) | (fast > above)
+        assert crossing.any()
+        assert np.array_equal(fast[crossing], exact[crossing])
+        assert (fast[~crossing] <= above).all()
+
+
 def program_material() -> list[tuple[str, np.ndarray]]:
     items = [
         ("synth-quiet", synth_program(40.0, seed=5) * 0.1),
