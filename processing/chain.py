@@ -81,12 +81,19 @@ def pre_gain(
     preset: Preset,
     corrective: tuple[Biquad, ...],
     in_place: bool = False,
+    makeup_db: float = 0.0,
 ) -> np.ndarray:
-    """EQ and compression: the part of the chain whose output level sets the gain."""
+    """EQ and compression: the part of the chain whose output level sets the gain.
+
+    makeup_db: a gain applied with the compressor's own (one pass less).
+    """
     out = audio if in_place else audio.copy()
     out = dsp.equalize(out, rate, corrective + preset.eq, in_place=True)
+    makeup = dsp.db_to_gain(makeup_db)
     if preset.compressor is not None:
-        out = dsp.compress(out, rate, preset.compressor, in_place=True)
+        return dsp.compress(out, rate, preset.compressor, in_place=True, makeup=makeup)
+    if makeup_db != 0.0:
+        out *= np.float32(makeup)
     return out
 
 
@@ -104,18 +111,20 @@ def process(
     output), so that a window costs one copy of itself, or two when blended.
     keep_from: the caller keeps samples from there on only (a window's
     context before its segment): the stateful stages (EQ, compressor) run
-    over the whole input, the stateless ones (gain, limiter, blend) only
+    over the whole input, the stateless ones (limiter, blend) only
     from `dsp.LIMITER_REACH` before it, and the output before that is left
     unfinished. Kept samples are the same, bit for bit (tested).
     """
     preset = PRESETS[params.preset]
     if preset.bypass or intensity <= 0.0:
         return audio
-    wet = pre_gain(audio, rate, preset, params.corrective, in_place=in_place and intensity >= 1.0)
+    wet = pre_gain(
+        audio, rate, preset, params.corrective, in_place=in_place and intensity >= 1.0,
+        makeup_db=params.gain_db,
+    )  # fmt: skip
     # A multiple of the limiter's control step, so that its grid is the same.
     skip = max(keep_from - dsp.LIMITER_REACH, 0) // dsp.CONTROL_DECIMATION * dsp.CONTROL_DECIMATION
     tail = wet[skip:]
-    tail *= np.float32(dsp.db_to_gain(params.gain_db))
     dsp.limit(tail, rate, preset.limiter, in_place=True)
     dsp.blend(audio[skip:], tail, intensity)
     return wet

@@ -147,35 +147,39 @@ class Compressor:
     smoothing_ms: float = 80.0
 
 
-def compress(audio: np.ndarray, rate: int, comp: Compressor, in_place: bool = False) -> np.ndarray:
-    """Linked-stereo compression: one gain curve for all channels.
+def compress(
+    audio: np.ndarray, rate: int, comp: Compressor, in_place: bool = False, makeup: float = 1.0
+) -> np.ndarray:
+    """Linked-stereo compression: one gain curve for all channels, times `makeup`.
 
-    Level: one-pole mean square over `rms_ms`. Static curve: the soft-knee
-    gain computer of Giannoulis, Massberg & Reiss (JAES 2012, eq. 4). The
-    gain in dB is smoothed by a one-pole filter of `smoothing_ms`. Level
-    and gain are computed every `CONTROL_DECIMATION` samples (0.36 ms at
-    44.1 kHz, far below every time constant) and interpolated linearly.
+    Level: mean square over each control interval of `CONTROL_DECIMATION`
+    samples (0.36 ms at 44.1 kHz, far below every time constant), through
+    a one-pole of `rms_ms`. Static curve: the soft-knee gain computer of
+    Giannoulis, Massberg & Reiss (JAES 2012, eq. 4). The gain in dB is
+    smoothed by a one-pole of `smoothing_ms`; control point j (sample j·D,
+    and the last sample) takes the level of interval j, and the gain is
+    interpolated linearly between control points.
     """
     n = len(audio)
     if n == 0 or comp.ratio <= 1.0:
+        if makeup != 1.0:
+            audio = audio if in_place else audio.copy()
+            audio *= np.float32(makeup)
         return audio
-    # Control points: samples 0, D, 2D, … and n - 1 (D = CONTROL_DECIMATION).
-    control = np.arange(0, n + CONTROL_DECIMATION, CONTROL_DECIMATION)
-    control[-1] = n - 1
-    smoothed = np.empty(len(control), dtype=np.float32)
-    coeff = math.exp(-1000.0 / (comp.rms_ms * rate))
-    b, a = np.array([1.0 - coeff], dtype=np.float32), np.array([1.0, -coeff], dtype=np.float32)
-    state = None
-    inverse_channels = np.float32(1.0 / audio.shape[1])
+    step = CONTROL_DECIMATION
+    assert STREAM_BLOCK % step == 0, "blocks must hold whole control intervals"
+    energy = np.empty(-(-n // step), dtype=np.float32)
     for lo, hi in _blocks(n):
         block = audio[lo:hi]
-        power = np.einsum("ij,ij->i", block, block, dtype=np.float32) * inverse_channels
-        if state is None:  # the one-pole starts at the first value (as `_one_pole`)
-            state = np.array([coeff * power[0]], dtype=np.float32)
-        level, state = lfilter(b, a, power, zi=state)
-        first, last = np.searchsorted(control, [lo, hi])
-        smoothed[first:last] = level[control[first:last] - lo]
-    level_db = 10.0 * np.log10(smoothed.astype(np.float64) + 1e-12)
+        power = np.einsum("ij,ij->i", block, block, dtype=np.float32)
+        energy[lo // step : -(-hi // step)] = np.add.reduceat(power, np.arange(0, hi - lo, step))
+    counts = np.full(len(energy), step * audio.shape[1], dtype=np.float32)
+    counts[-1] = (n - (len(energy) - 1) * step) * audio.shape[1]
+    level = _one_pole(energy / counts, rate / step, comp.rms_ms)
+    # Control points 0, D, 2D, … and n - 1: one more than intervals when D divides n.
+    points = len(np.arange(0, n + step, step))
+    level = np.append(level, level[-1:])[:points] if points > len(level) else level
+    level_db = 10.0 * np.log10(level.astype(np.float64) + 1e-12)
     over = level_db - comp.threshold_db
     slope = 1.0 - 1.0 / comp.ratio
     half = comp.knee_db / 2.0
@@ -184,8 +188,9 @@ def compress(audio: np.ndarray, rate: int, comp: Compressor, in_place: bool = Fa
         0.0,
         np.where(over >= half, slope * over, slope * (over + half) ** 2 / (2.0 * comp.knee_db)),
     )
-    gain_db = -_one_pole(reduction, rate / CONTROL_DECIMATION, comp.smoothing_ms)
-    return _apply_control(audio, (10.0 ** (gain_db / 20.0)).astype(np.float32), in_place)
+    gain_db = -_one_pole(reduction, rate / step, comp.smoothing_ms)
+    gain = (10.0 ** (gain_db / 20.0) * makeup).astype(np.float32)
+    return _apply_control(audio, gain, in_place)
 
 
 def _apply_control(audio: np.ndarray, values: np.ndarray, in_place: bool) -> np.ndarray:

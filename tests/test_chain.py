@@ -162,14 +162,15 @@ def test_samples_kept_after_a_skipped_head_are_the_same(intensity: float) -> Non
     # A window's context before its segment is rendered for the state of the
     # EQ and the compressor only: the limiter skips it, and every kept sample
     # is what the full run gives.
-    audio = synth_program(8.0, seed=10) * 1.5  # hot: the limiter works
-    params = chain.ChainParams("punchy", 6.0, ())
+    audio = synth_program(8.0, seed=10) * 1.5
+    params = chain.ChainParams("punchy", 14.0, ())  # hot: the limiter works throughout
     full = chain.process(audio, RATE, params, intensity)
     for keep_from in (5 * RATE + 7, dsp.LIMITER_REACH + 3):
         kept = chain.process(audio, RATE, params, intensity, keep_from=keep_from)
         assert np.array_equal(kept[keep_from:], full[keep_from:]), keep_from
     skipped = chain.process(audio, RATE, params, intensity, keep_from=5 * RATE)
-    assert not np.array_equal(skipped[:RATE], full[:RATE])  # the head was left unlimited
+    head = slice(0, 4 * RATE)
+    assert np.abs(skipped[head]).max() > np.abs(full[head]).max()  # left unlimited
 
 
 def test_original_bypasses_the_chain() -> None:
