@@ -10,6 +10,10 @@ Run: .venv/bin/python benchmarks/peer.py [--runs N]
     time from the playlist request until the last byte of the first segment,
     and until the playlist carries EXT-X-ENDLIST.
 Runs alternate; medians and the ratios ours / peer are printed.
+(c) a cold seek (no peer equivalent: its muxer cannot start mid-track): a
+    VOD client asks a just-started server for a mid-track segment of the
+    never-seen track, the first and then the second segment of an AAC
+    encode unit (the second costs the pair's encode).
 """
 
 from __future__ import annotations
@@ -85,6 +89,21 @@ def run_ours(library: Path, cache: Path) -> tuple[float, float]:
         server.stop()
 
 
+def run_seek(library: Path, cache: Path, index: int) -> float:
+    server = start_server(cache_dir=cache, library=library)
+    try:
+        tid = server.json("/api/tracks")["tracks"][0]["id"]
+        base = f"{server.url}/hls/{tid}/{PRESET}/1.00/aac"
+        status, _, body = http_get(f"{base}/vod.m3u8")
+        assert status == 200, body
+        started = time.perf_counter()
+        status, _, _ = http_get(f"{base}/{index}.m4s")
+        assert status == 200
+        return time.perf_counter() - started
+    finally:
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
@@ -111,6 +130,16 @@ def main() -> None:
         )
         print(
             f"median whole track:   peer {pt:.2f} s, ours {ot:.2f} s, ratio {ot / pt:.2f} (target 0.60)"
+        )
+        seeks = {
+            index: statistics.median(
+                run_seek(library, work / f"seek{index}-{run}", index) for run in range(args.runs)
+            )
+            for index in (8, 9)  # segments 8 and 9 (3:15 to 4:15) are one encode unit
+        }
+        print(
+            f"median cold seek:     segment 8 (first of its unit) {seeks[8]:.3f} s, "
+            f"segment 9 (second) {seeks[9]:.3f} s"
         )
 
 
