@@ -8,8 +8,9 @@ FLAC_BLOCK_SAMPLES = 4096
 FLAC_BITS = 24
 # AAC segments are encoded two at a time (after the ramp): one ffmpeg start
 # (~50 ms of CPU) and one 3 s pre-roll per pair instead of per segment took
-# the whole track from 0.77 to 0.67 of the peer's time (benchmarks/peer.py);
-# a cold seek into the second of a pair encodes both.
+# a 7-minute track from 5.9 to 5.4 s (about 0.06 of the peer's time,
+# benchmarks/peer.py); a cold request for either segment of a pair waits
+# for both.
 AAC_SEGMENTS_PER_ENCODE = 2
 
 
