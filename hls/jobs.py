@@ -26,6 +26,7 @@ from processing.encode import RENDITIONS, encode_aac
 from processing.plan import WindowSettings
 from processing.render import (
     CHAIN_REACH,
+    EncodedSegment,
     Renderer,
     chain_processor,
     encode_unit,
@@ -168,13 +169,20 @@ def produce_segment(spec: StreamSpec, rendition: str, index: int) -> tuple[dict[
             if existing is not None:  # another process made it meanwhile
                 encoder.abort()
                 return existing, False
-            sizes = {}
-            for encoded in encode_unit(renderer, RENDITIONS[rendition], unit, encoder):
+            sizes: dict[int, int] = {}
+
+            def store(encoded: EncodedSegment) -> None:
                 data = fmp4.media_segment(
                     encoded.index + 1, encoded.base_decode_time, encoded.packets
                 )
                 cache.write(keys[encoded.index], data)
                 sizes[encoded.index] = len(data)
+
+            # A segment is stored as soon as it is encoded (a listener who
+            # asked for the first of a pair need not wait for the second).
+            for encoded in encode_unit(renderer, RENDITIONS[rendition], unit, encoder, store):
+                if encoded.index not in sizes:
+                    store(encoded)
     except BaseException:
         encoder.abort()
         raise

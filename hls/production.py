@@ -36,6 +36,7 @@ PREPARE = 0
 BACKGROUND = 10
 MAX_PENDING = 32  # on-demand jobs waiting for a worker before new ones get 503
 IDLE_SECONDS = 120.0  # background work of a stream nobody asked for pauses after this
+EARLY_POLL_SECONDS = 0.02  # how often a listener's segment is looked for while its unit encodes
 
 log = logging.getLogger("hls.production")
 
@@ -274,12 +275,34 @@ class Production:
         """The bytes of one segment, produced first if missing (again if evicted meanwhile)."""
         key = state.spec.segment_key(state.rendition, index)
         for _ in range(3):
-            await self.segment(state, index, ON_DEMAND)
+            await self._stored(state, index)
             try:
                 return await asyncio.to_thread(self.cache.path(*key).read_bytes)
             except FileNotFoundError:
                 self.index.forget(key)  # evicted between production and reading
         raise FileNotFoundError(f"segment {index} keeps vanishing from the cache")
+
+    async def _stored(self, state: StreamState, index: int) -> None:
+        """Return once segment `index` is in the cache, producing its unit if needed.
+
+        The first segment of a pair is stored as soon as it is encoded, while
+        the encoder goes on with the second: a listener waiting for it is
+        answered then (the cache is looked at every `EARLY_POLL_SECONDS`),
+        and the unit's production finishes on its own.
+        """
+        production = asyncio.ensure_future(self.segment(state, index, ON_DEMAND))
+        if index == state.unit_of(index)[-1]:
+            await production  # nothing of its unit comes after it
+            return
+        try:
+            while not (await asyncio.wait({production}, timeout=EARLY_POLL_SECONDS))[0]:
+                if self._notice_stored(state, index):
+                    production.add_done_callback(_consume_exception)
+                    return
+        except asyncio.CancelledError:
+            production.cancel()  # as if awaited: work nobody waits for is dropped
+            raise
+        production.result()
 
     def request_soon(self, state: StreamState, index: int) -> None:
         """Produce a segment at on-demand priority without waiting for it."""
@@ -357,10 +380,23 @@ class Production:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0 or (state.error is not None and state.state == "failed"):
                 return
-            try:
-                await asyncio.wait_for(state.changed.wait(), remaining)
+            try:  # looking at the cache now and then: a unit stores its first segment early
+                await asyncio.wait_for(state.changed.wait(), min(remaining, EARLY_POLL_SECONDS))
             except TimeoutError:
-                return
+                self._notice_stored(state, state.listed)
+
+    def _notice_stored(self, state: StreamState, index: int) -> bool:
+        """Whether segment `index` is in the cache (its unit's encode may store it before
+        the unit is done); lists it if so."""
+        key = state.spec.segment_key(state.rendition, index)
+        try:
+            size = self.cache.path(*key).stat().st_size
+        except FileNotFoundError:
+            return False
+        self.index.touch(key, size)
+        if index not in state.done:
+            state.mark_done(index)
+        return True
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:

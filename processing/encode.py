@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 import ffmpeg
@@ -41,20 +41,30 @@ class Encoder:
         except OSError as exc:
             raise EncodeError(f"{what} could not start ({exc})") from exc
 
-    def finish(self, blocks: Iterable[bytes | memoryview]) -> bytes:
+    def finish(
+        self,
+        blocks: Iterable[bytes | memoryview],
+        on_output: Callable[[bytes], None] | None = None,
+    ) -> bytes:
         """Write every block to ffmpeg's input, close it and return ffmpeg's output.
 
         A block is made only when the pipe takes it, so a long input never
         exists whole in memory. An error while making the blocks stops ffmpeg.
+        on_output: called (on a reader thread) with each piece of output as
+        it arrives; an error it raises is raised here, once ffmpeg is done.
         """
         assert self.proc.stdin and self.proc.stdout and self.proc.stderr
         output: list[bytes] = []
         errors: list[bytes] = []
+        failures: list[BaseException] = []
         # Both outputs are read while the input is written (as communicate()
         # does), so that no full pipe can stop ffmpeg.
         readers = [
-            threading.Thread(target=_read_all, args=(pipe, into), daemon=True)
-            for pipe, into in ((self.proc.stdout, output), (self.proc.stderr, errors))
+            threading.Thread(target=_read_all, args=(pipe, into, watch, failures), daemon=True)
+            for pipe, into, watch in (
+                (self.proc.stdout, output, on_output),
+                (self.proc.stderr, errors, None),
+            )
         ]
         for reader in readers:
             reader.start()
@@ -81,6 +91,8 @@ class Encoder:
         if self.proc.wait() != 0:
             err = errors[0] if errors else b""
             raise EncodeError(f"{self.what} failed with exit code {self.proc.returncode}", err)
+        if failures:
+            raise failures[0]
         return output[0]
 
     def abort(self) -> None:
@@ -96,8 +108,29 @@ class Encoder:
         self.proc.wait()
 
 
-def _read_all(pipe: IO[bytes], into: list[bytes]) -> None:
-    into.append(pipe.read())
+def _read_all(
+    pipe: IO[bytes],
+    into: list[bytes],
+    on_output: Callable[[bytes], None] | None,
+    failures: list[BaseException],
+) -> None:
+    """Read `pipe` to its end into `into`, showing each piece to on_output as it comes.
+
+    The pipe is drained even after on_output fails, so that ffmpeg never
+    blocks on it; the failure is kept for the caller.
+    """
+    if on_output is None:
+        into.append(pipe.read())
+        return
+    pieces = []
+    while piece := pipe.read1(1 << 16):  # type: ignore[attr-defined]
+        pieces.append(piece)
+        if not failures:
+            try:
+                on_output(piece)
+            except BaseException as exc:  # raised by finish(), in the caller's thread
+                failures.append(exc)
+    into.append(b"".join(pieces))
 
 
 def _counted(blocks: Iterable[np.ndarray], dtype: str, count: list[int]) -> Iterator[memoryview]:
@@ -121,12 +154,15 @@ def encode_aac(
     bitrate: int,
     encoder: Encoder | None = None,
     channels: int | None = None,
+    on_packets: Callable[[list[Packet]], None] | None = None,
 ) -> list[Packet]:
     """AAC-LC packets of (n, channels) float32 PCM (or its successive blocks), priming first.
 
     ffmpeg's native encoder yields ceil(n / 1024) + 1 packets: packet j is the
     MDCT of input [(j-1)·1024, (j+1)·1024) and decodes to [(j-1)·1024, j·1024).
     `encoder`: an ffmpeg already started with `aac_argv` for this input.
+    on_packets: called (on a reader thread) with the packets so far, each
+    time more arrive, while the input is still being encoded.
     """
     if isinstance(pcm, np.ndarray):
         channels, pcm = pcm.shape[1], [pcm]
@@ -134,29 +170,62 @@ def encode_aac(
         assert channels is not None, "blocks need the channel count"
         encoder = Encoder(aac_argv(rate, channels, bitrate), "AAC encoding")
     count = [0]
-    adts = encoder.finish(_counted(pcm, "<f4", count))
-    packets = [Packet(p, FRAME_SAMPLES) for p in split_adts(adts)]
+    splitter = AdtsSplitter()
+    packets: list[Packet] = []
+
+    def arrived(data: bytes) -> None:
+        new = splitter.feed(data)
+        if new:
+            packets.extend(Packet(p, FRAME_SAMPLES) for p in new)
+            if on_packets is not None:
+                on_packets(packets)
+
+    encoder.finish(_counted(pcm, "<f4", count), on_output=arrived)
+    splitter.close()
     expected = -(-count[0] // FRAME_SAMPLES) + 1
     if len(packets) != expected:
         raise EncodeError(f"AAC encoder gave {len(packets)} packets, expected {expected}")
     return packets
 
 
+class AdtsSplitter:
+    """Raw AAC payloads of an ADTS stream (7-byte header, 9 with CRC), as it arrives."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._offset = 0  # stream position of _pending[0], for messages
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The payloads of the frames completed by `data`."""
+        buf = self._pending + data
+        out = []
+        pos = 0
+        while pos + 7 <= len(buf):
+            if buf[pos] != 0xFF or (buf[pos + 1] & 0xF0) != 0xF0:
+                raise EncodeError(f"ADTS sync lost at byte {self._offset + pos}")
+            header = 7 if buf[pos + 1] & 0x01 else 9  # protection_absent = 1: no CRC
+            size = ((buf[pos + 3] & 0x03) << 11) | (buf[pos + 4] << 3) | (buf[pos + 5] >> 5)
+            if size < header:
+                raise EncodeError(f"ADTS frame at byte {self._offset + pos} is truncated")
+            if pos + size > len(buf):
+                break  # the rest of the frame is still to come
+            out.append(buf[pos + header : pos + size])
+            pos += size
+        self._pending = buf[pos:]
+        self._offset += pos
+        return out
+
+    def close(self) -> None:
+        """Check that the stream ended on a frame boundary."""
+        if self._pending:
+            raise EncodeError(f"ADTS stream ends inside a frame at byte {self._offset}")
+
+
 def split_adts(data: bytes) -> list[bytes]:
-    """Raw AAC payloads of an ADTS stream (7-byte header, 9 with CRC)."""
-    out = []
-    pos = 0
-    while pos + 7 <= len(data):
-        if data[pos] != 0xFF or (data[pos + 1] & 0xF0) != 0xF0:
-            raise EncodeError(f"ADTS sync lost at byte {pos}")
-        header = 7 if data[pos + 1] & 0x01 else 9  # protection_absent = 1: no CRC
-        size = ((data[pos + 3] & 0x03) << 11) | (data[pos + 4] << 3) | (data[pos + 5] >> 5)
-        if size < header or pos + size > len(data):
-            raise EncodeError(f"ADTS frame at byte {pos} is truncated")
-        out.append(data[pos + header : pos + size])
-        pos += size
-    if pos != len(data):
-        raise EncodeError("ADTS stream ends inside a header")
+    """Raw AAC payloads of a whole ADTS stream."""
+    splitter = AdtsSplitter()
+    out = splitter.feed(data)
+    splitter.close()
     return out
 
 

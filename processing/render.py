@@ -260,7 +260,11 @@ def start_encoder(rendition: Rendition, rate: int, channels: int) -> Encoder:
 
 
 def encode_unit(
-    renderer: Renderer, rendition: Rendition, unit: range, encoder: Encoder | None = None
+    renderer: Renderer,
+    rendition: Rendition,
+    unit: range,
+    encoder: Encoder | None = None,
+    early: Callable[[EncodedSegment], None] | None = None,
 ) -> list[EncodedSegment]:
     """Encode the segments of one encode unit (`SegmentPlan.encode_units`) in one run (§6).
 
@@ -270,6 +274,9 @@ def encode_unit(
     units are single segments, encoded alone. Windows are rendered one
     segment at a time, ahead of the samples fed (`Renderer.prefetch`).
     encoder: from `start_encoder` for this rendition (started now if None).
+    early: called (on the encoder's reader thread) with each segment but the
+    last as soon as its packets are out, while the rest is still encoding;
+    every segment is also in the returned list.
     """
     plan = renderer.plan
     rate, channels = renderer.source.rate, renderer.source.channels
@@ -301,9 +308,7 @@ def encode_unit(
             else:  # the post-roll continues the last segment's own rendering
                 yield from renderer.program_blocks(a, feed_stop, post_roll_from=seg.end)
 
-    packets = encode_aac(feed(), rate, rendition.nominal_bitrate(channels), encoder)
-    encoded = []
-    for index in unit:
+    def segment_of(index: int, packets: list[Packet]) -> EncodedSegment:
         seg = plan[index]
         # Local packet i is global packet origin + i. Keep global packets
         # s+1 .. e (segment 0 also keeps the priming packet 0); global packet
@@ -312,8 +317,19 @@ def encode_unit(
         kept = tuple(packets[first_kept - origin : seg.end_frame - origin + 1])
         if len(kept) != seg.end_frame - first_kept + 1:
             raise AssertionError(f"segment {index}: kept {len(kept)} packets")
-        encoded.append(EncodedSegment(index, first_kept * FRAME_SAMPLES, kept))
-    return encoded
+        return EncodedSegment(index, first_kept * FRAME_SAMPLES, kept)
+
+    waiting = list(unit[:-1]) if early is not None else []
+
+    def arrived(packets: list[Packet]) -> None:
+        while waiting and len(packets) > plan[waiting[0]].end_frame - origin:
+            assert early is not None
+            early(segment_of(waiting.pop(0), packets))
+
+    packets = encode_aac(
+        feed(), rate, rendition.nominal_bitrate(channels), encoder, on_packets=arrived
+    )
+    return [segment_of(index, packets) for index in unit]
 
 
 def render_whole(source: AudioSource, analysis: Analysis | None, intensity: float) -> np.ndarray:

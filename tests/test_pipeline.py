@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,16 @@ import soundfile as sf
 from hls import fmp4, jobs
 from hls.streams import SourceRef, StreamSpec
 from processing.decode import AudioSource, probe
-from processing.encode import RENDITIONS, encode_aac, encode_flac, split_adts, to_pcm24
+from processing.encode import (
+    RENDITIONS,
+    AdtsSplitter,
+    encode_aac,
+    encode_flac,
+    split_adts,
+    to_pcm24,
+)
 from processing.errors import DecodeError
+from processing.render import EncodedSegment, encode_unit
 from storage.catalog import Catalog
 from tests.conftest import synth_program
 from tests.helpers import decode
@@ -85,6 +94,45 @@ def test_segments_are_identical_in_any_order_and_process(tmp_path: Path) -> None
         a = Path(forward.cache_dir).joinpath(*forward.segment_key("aac", index)).read_bytes()
         b = Path(backward.cache_dir).joinpath(*backward.segment_key("aac", index)).read_bytes()
         assert a == b, index
+
+
+def test_the_first_segment_of_a_unit_is_handed_over_while_the_second_encodes(
+    tmp_path: Path,
+) -> None:
+    # 4 s segments: the ramp is 1 and 2 s, then pairs. The pair's first
+    # segment comes out early (on the encoder's reader thread), with the
+    # packets it has in the unit's full result.
+    src = tmp_path / "src.flac"
+    sf.write(src, synth_program(30.0), 44100)
+    spec = spec_for(src, tmp_path / "cache", "punchy")
+    renderer = jobs.renderer_for(spec)
+    unit = renderer.plan.encode_units(2)[2]
+    assert len(unit) == 2
+    early: list[tuple[EncodedSegment, str]] = []
+    result = encode_unit(
+        renderer, RENDITIONS["aac"], unit,
+        early=lambda e: early.append((e, threading.current_thread().name)),
+    )  # fmt: skip
+    assert [e.index for e, _ in early] == [unit[0]]
+    assert early[0][1] != threading.current_thread().name
+    assert early[0][0] == result[0]
+    assert [e.index for e in result] == list(unit)
+
+
+def test_adts_arrives_in_pieces() -> None:
+    data = b"".join(
+        bytes([0xFF, 0xF1, 0x50, 0x80, (n + 7) >> 3 & 0xFF, ((n + 7) & 7) << 5 | 0x1F, 0xFC])
+        + bytes([n % 251]) * n
+        for n in (5, 300, 17)
+    )
+    whole = split_adts(data)
+    splitter = AdtsSplitter()
+    pieces = [p for i in range(0, len(data), 7) for p in splitter.feed(data[i : i + 7])]
+    splitter.close()
+    assert pieces == whole == [bytes([n % 251]) * n for n in (5, 300, 17)]
+    splitter.feed(data[:20])
+    with pytest.raises(Exception, match="ADTS stream ends inside a frame"):
+        splitter.close()
 
 
 def test_adts_and_flac_framing() -> None:

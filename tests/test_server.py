@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import subprocess
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -168,6 +169,33 @@ def test_vod_segment_out_of_order_matches_in_order_production(
     produced = tmp_path.joinpath(*spec.segment_key("aac", 0)[:-1])
     assert (produced / "1.m4s").read_bytes() == first
     assert (produced / "5.m4s").read_bytes() == fifth
+
+
+def test_the_first_segment_of_a_pair_is_answered_before_the_second_is_encoded(
+    server: Server,
+) -> None:
+    # With 10 s segments after a 1, 2, 4 s ramp, segments 5 and 6 are one
+    # encode unit. Asked for at once on a cold stream, the first is answered
+    # as soon as the unit's encoder is past it, the second when it is done.
+    tid = server.track_id(TRACK)
+    base = f"/hls/{tid}/warm/0.40/aac"
+    status, _, body = server.get(f"{base}/vod.m3u8")
+    assert status == 200 and len(parse_playlist(body).segments) > 6
+    answered: dict[int, tuple[float, int, bytes]] = {}
+
+    def fetch(index: int) -> None:
+        status, _, body = server.get(f"{base}/{index}.m4s")
+        answered[index] = (time.monotonic(), status, body)
+
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in (5, 6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answered[5][1] == answered[6][1] == 200
+    print("answered 5 then 6 after", answered[6][0] - answered[5][0], "s")
+    assert answered[6][0] - answered[5][0] > 0.05  # not at once, when the pair is done
+    assert answered[5][2] == server.get(f"{base}/5.m4s")[2]
 
 
 @pytest.mark.parametrize(
