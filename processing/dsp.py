@@ -180,9 +180,14 @@ def compress(
     assert STREAM_BLOCK % step == 0, "blocks must hold whole control intervals"
     energy = np.empty(-(-n // step), dtype=np.float32)
     for lo, hi in _blocks(n):
-        block = audio[lo:hi]
-        power = np.einsum("ij,ij->i", block, block, dtype=np.float32)
-        energy[lo // step : -(-hi // step)] = np.add.reduceat(power, np.arange(0, hi - lo, step))
+        # Whole intervals as rows of D·channels samples: one dot product each
+        # (numpy sums a short last axis ten times slower).
+        whole = (hi - lo) // step * step
+        rows = audio[lo : lo + whole].reshape(-1, step * audio.shape[1])
+        energy[lo // step : (lo + whole) // step] = np.einsum("ij,ij->i", rows, rows)
+        if whole < hi - lo:  # the last, partial interval
+            rest = audio[lo + whole : hi]
+            energy[(lo + whole) // step] = np.einsum("ij,ij->", rest, rest)
     counts = np.full(len(energy), step * audio.shape[1], dtype=np.float32)
     counts[-1] = (n - (len(energy) - 1) * step) * audio.shape[1]
     level = _one_pole(energy / counts, rate / step, comp.rms_ms)
