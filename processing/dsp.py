@@ -390,11 +390,12 @@ def limit(audio: np.ndarray, rate: int, lim: Limiter, in_place: bool = False) ->
         # and the test of which blocks can exceed `above` need them.
         a, b = max(lo - _TP_BLOCK, 0), min(hi + _TP_BLOCK, n)
         peak = true_peak_envelope(audio[a:b], above=above)[lo - a : hi - a]
-        needed = np.minimum(np.float32(1.0), ceiling / np.maximum(peak, np.float32(1e-12)))
-        size = -(-len(needed) // step) * step
-        needed = np.pad(needed, (0, size - len(needed)), constant_values=1.0)
-        need[lo // step : lo // step + size // step] = np.minimum.reduceat(
-            needed, np.arange(0, size, step)
+        # ceiling / x falls as x grows (and rounding keeps that order), so
+        # the least need of a block is the one of its largest peak.
+        size = -(-len(peak) // step) * step
+        block_peak = _max_columns(np.pad(peak, (0, size - len(peak))).reshape(-1, step))
+        need[lo // step : lo // step + size // step] = np.minimum(
+            np.float32(1.0), ceiling / np.maximum(block_peak, np.float32(1e-12))
         )
     if need.min() >= 1.0:
         return audio
