@@ -108,6 +108,91 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return ctx
 
 
+SWAP_MARGIN_SECONDS = 0.1  # a lane jumps to another's last unit only to gain more than this
+
+
+@dataclass
+class Lanes:
+    """The background runs of one stream, one per worker, and how fast each goes.
+
+    Each lane produces its own run front to back (a worker renders each
+    window once when it moves forward: the previous one is in its memory).
+    A lane left with nothing takes the back half of the longest run. A lane
+    down to its last unit takes another lane's last unit instead when that
+    lane, at the pace measured on it so far, would finish well after it:
+    the cost of a unit depends on its content, and the lanes should end
+    together (the other lane takes the unit left behind).
+    """
+
+    queues: list[deque[range]]
+    samples: Callable[[range], int]
+    pace: list[float | None] = field(init=False)  # seconds per sample, measured per lane
+    busy: list[tuple[range, float] | None] = field(init=False)  # unit in progress, its start
+    _measured: list[tuple[float, int]] = field(init=False)  # seconds and samples so far
+
+    def __post_init__(self) -> None:
+        self.pace = [None] * len(self.queues)
+        self.busy = [None] * len(self.queues)
+        self._measured = [(0.0, 0)] * len(self.queues)
+
+    @classmethod
+    def split(cls, units: list[range], lanes: int, samples: Callable[[range], int]) -> Lanes:
+        """Contiguous runs of about equal audio (not counts: the ramp's segments are short)."""
+        total = sum(samples(unit) for unit in units)
+        runs: list[deque[range]] = [deque() for _ in range(lanes)]
+        done = 0
+        for unit in units:  # a unit goes to the lane that holds its middle
+            middle = done + samples(unit) // 2
+            runs[min(middle * lanes // max(total, 1), lanes - 1)].append(unit)
+            done += samples(unit)
+        return cls(runs, samples)
+
+    def record(self, lane: int, unit: range, seconds: float) -> None:
+        """`lane` produced `unit` in `seconds`."""
+        total, samples = self._measured[lane]
+        self._measured[lane] = (total + seconds, samples + self.samples(unit))
+        self.pace[lane] = (total + seconds) / max(samples + self.samples(unit), 1)
+
+    def take(self, lane: int, now: float) -> range | None:
+        """The next unit for `lane`, or None when there is nothing left."""
+        own = self.queues[lane]
+        if len(own) == 1:
+            other = self._slower_than(lane, now)
+            if other is not None:
+                return self.queues[other].pop()
+        if not own:
+            longest = max(self.queues, key=len)
+            if not longest:
+                return None
+            stolen = [longest.pop() for _ in range(max(len(longest) // 2, 1))]
+            own.extend(reversed(stolen))
+        return own.popleft()
+
+    def _finish(self, lane: int, now: float, pace: float) -> float:
+        """When `lane` would be done with its unit in progress and its queue."""
+        left = sum(self.samples(unit) for unit in self.queues[lane]) * pace
+        busy = self.busy[lane]
+        if busy is not None:
+            left += max(self.samples(busy[0]) * pace - (now - busy[1]), 0.0)
+        return now + left
+
+    def _slower_than(self, lane: int, now: float) -> int | None:
+        """A lane whose last unit `lane` should take rather than its own last one."""
+        best, best_end = None, None
+        own = self.queues[lane][0]
+        for other, queue in enumerate(self.queues):
+            mine, theirs = self.pace[lane], self.pace[other]
+            if other == lane or not queue or mine is None or theirs is None:
+                continue
+            finish = self._finish(other, now, theirs)
+            own_cost, back_cost = self.samples(own) * mine, self.samples(queue[-1]) * theirs
+            keep = max(now + own_cost, finish)
+            swap = max(now + back_cost, finish - back_cost + own_cost)
+            if swap + SWAP_MARGIN_SECONDS < keep and (best_end is None or swap < best_end):
+                best, best_end = other, swap
+        return best
+
+
 class Production:
     """The worker pool, its priority queue and the state of every stream."""
 
@@ -320,41 +405,23 @@ class Production:
         """Produce missing segments while someone listens, one lane per worker.
 
         The encode units with a missing segment are cut into `workers`
-        contiguous runs, each produced in order by its own lane. A lane
-        submits its next unit when its last one is done, so the worker that
-        just finished (and still holds the previous window's rendering)
-        takes it: each window is rendered about once instead of twice.
+        contiguous runs, each produced in order by its own lane (`Lanes`).
+        A lane submits its next unit when its last one is done, so the
+        worker that just finished (and still holds the previous window's
+        rendering) takes it: each window is rendered about once.
         """
         units = [
             unit
             for unit in state.plan.encode_units(RENDITIONS[state.rendition].segments_per_encode)
             if any(i not in state.done for i in unit)
         ]
-        # Runs of about equal audio (not equal counts: the ramp's segments are short).
-        samples = {unit[0]: state.plan[unit[-1]].end - state.plan[unit[0]].start for unit in units}
-        total = sum(samples.values())
-        runs: list[deque[range]] = [deque() for _ in range(self.workers)]
-        done_samples = 0
-        for unit in units:  # a unit goes to the lane that holds its middle
-            middle = done_samples + samples[unit[0]] // 2
-            runs[min(middle * self.workers // max(total, 1), self.workers - 1)].append(unit)
-            done_samples += samples[unit[0]]
-        await asyncio.gather(*(self._lane(state, runs, lane) for lane in range(len(runs))))
+        lanes = Lanes.split(
+            units, self.workers, lambda u: state.plan[u[-1]].end - state.plan[u[0]].start
+        )
+        await asyncio.gather(*(self._lane(state, lanes, lane) for lane in range(self.workers)))
 
-    async def _lane(self, state: StreamState, queues: list[deque[range]], lane: int) -> None:
-        """Produce the lane's run front to back; when it is empty, take the back half of the
-        longest run, also front to back (a worker renders each window once when it moves
-        forward: the previous one is in its memory).
-        """
-        while True:
-            own = queues[lane]
-            if not own:
-                longest = max(queues, key=len)
-                if not longest:
-                    return
-                stolen = [longest.pop() for _ in range(max(len(longest) // 2, 1))]
-                own.extend(reversed(stolen))
-            unit = own.popleft()
+    async def _lane(self, state: StreamState, lanes: Lanes, lane: int) -> None:
+        while (unit := lanes.take(lane, time.monotonic())) is not None:
             if state.error is not None:
                 return
             if time.monotonic() - state.last_access > self.idle_seconds:
@@ -362,6 +429,8 @@ class Production:
             missing = [i for i in unit if i not in state.done]
             if not missing:
                 continue
+            started = time.monotonic()
+            lanes.busy[lane] = (unit, started)
             try:
                 await self.segment(state, missing[0], BACKGROUND)
             except Exception as exc:
@@ -372,6 +441,9 @@ class Production:
                 state.error = exc
                 state.changed.set()
                 return
+            finally:
+                lanes.busy[lane] = None
+            lanes.record(lane, unit, time.monotonic() - started)
 
     async def wait_listed(self, state: StreamState, count: int, timeout: float) -> None:
         """Return once `count` segments are listed, the stream is complete, or `timeout` passes."""

@@ -1,0 +1,55 @@
+"""Background lanes (hls.production.Lanes): how the units of a stream are shared out."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from hls.production import Lanes
+
+SECOND = 44100
+UNIT = 60 * SECOND  # a pair of 30 s segments
+
+
+def units(*starts: int) -> list[range]:
+    return [range(i, i + 2) for i in starts]
+
+
+def test_runs_are_contiguous_halves_of_the_audio() -> None:
+    lanes = Lanes.split(units(4, 6, 8, 10, 12, 14), 2, lambda u: UNIT)
+    assert [list(q) for q in lanes.queues] == [units(4, 6, 8), units(10, 12, 14)]
+
+
+def test_each_lane_goes_forward_then_takes_the_back_half_of_the_longest_run() -> None:
+    lanes = Lanes([deque([range(4, 6)]), deque(units(6, 8, 10, 12))], lambda u: UNIT)
+    assert lanes.take(0, 0.0) == range(4, 6)
+    assert lanes.take(1, 0.0) == range(6, 8)
+    assert lanes.take(0, 1.0) == range(12, 14)  # stolen: the back half of [8, 10, 12]
+    assert lanes.take(0, 2.0) == range(10, 12)  # the back half of [8, 10]
+    assert lanes.take(1, 2.0) == range(8, 10)
+    assert lanes.take(0, 3.0) is None and lanes.take(1, 3.0) is None
+
+
+def test_a_fast_lane_takes_the_slow_lanes_last_unit_so_that_both_end_together() -> None:
+    # Measured so far: lane 0's content costs 1.6 s a unit, lane 1's 1.15 s.
+    # Lane 1 is down to its last unit (45 s of audio) while lane 0, busy
+    # since 2.29 s, still has a full unit queued: lane 1 takes that one and
+    # leaves its own to lane 0.
+    short = range(16, 18)
+    sizes = {range(6, 8): UNIT, range(8, 10): UNIT, range(14, 16): UNIT, short: 45 * SECOND}
+    lanes = Lanes([deque([range(8, 10)]), deque([short])], sizes.__getitem__)
+    lanes.record(0, range(6, 8), 1.6)
+    lanes.record(1, range(14, 16), 1.15)
+    lanes.busy[0] = (range(6, 8), 2.29)
+    assert lanes.take(1, 3.63) == range(8, 10)
+    lanes.busy[0] = None
+    assert lanes.take(0, 3.89) == short
+    assert lanes.take(0, 5.0) is None and lanes.take(1, 5.3) is None
+
+
+def test_lanes_at_the_same_pace_keep_their_own_units() -> None:
+    lanes = Lanes([deque(units(8)), deque(units(16))], lambda u: UNIT)
+    lanes.record(0, range(6, 8), 1.2)
+    lanes.record(1, range(14, 16), 1.2)
+    lanes.busy[0] = (range(6, 8), 3.0)
+    assert lanes.take(1, 3.6) == range(16, 18)  # swapping would gain nothing
+    assert lanes.take(1, 4.8) == range(8, 10)  # ... and an idle lane still steals
