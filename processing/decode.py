@@ -103,8 +103,16 @@ def _direct_info(path: Path) -> sf._SoundFileInfo | None:
     return info if info.samplerate in KEPT_RATES else None
 
 
+_LOSSLESS_CONTAINERS = {"FLAC", "WAV", "WAVEX", "W64", "RF64", "AIFF", "CAF"}
+
+
 class AudioSource:
-    """Random access to a source's PCM at the output rate, one window at a time."""
+    """Random access to a source's PCM at the output rate, one window at a time.
+
+    exact_seeks: whether a read gives the same samples whatever was read
+    before or where it seeked from (lossless formats: FLAC, integer or
+    float PCM), so that a later read may reuse an earlier one's samples.
+    """
 
     def __init__(self, path: Path, scratch_dir: Path, key: str) -> None:
         self.path = path
@@ -119,12 +127,24 @@ class AudioSource:
         self.rate = info.samplerate
         self.channels = min(info.channels, 2)
         self.length = info.frames
+        self.exact_seeks = info.format in _LOSSLESS_CONTAINERS and (
+            info.format == "FLAC"
+            or info.subtype.startswith("PCM")
+            or info.subtype in ("FLOAT", "DOUBLE")
+        )
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Samples [start, stop) as float32 (n, channels); zeros outside the track."""
+    def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Samples [start, stop) as float32 (n, channels); zeros outside the track.
+
+        out: where to put them (shape (stop - start, channels), float32).
+        """
         if stop <= start:
             return np.zeros((0, self.channels), dtype=np.float32)
-        out = np.zeros((stop - start, self.channels), dtype=np.float32)
+        if out is None:
+            out = np.zeros((stop - start, self.channels), dtype=np.float32)
+        else:
+            out[: max(0, -start)] = 0.0
+            out[max(self.length - start, 0) :] = 0.0
         lo, hi = max(start, 0), min(stop, self.length)
         if hi <= lo:
             return out

@@ -123,14 +123,32 @@ class Renderer:
         self.after = window.context if reach is None else min(window.context, reach)
         self.history = history
         self._memo: dict[int, _Rendering] = {}
+        self._decoded: _Rendering | None = None  # source samples the next window reads again
 
     def _render(self, k: int) -> _Rendering:
         seg = self.plan[k]
         start = max(seg.start - self.window.context, 0)
-        audio = self.source.read(start, seg.end + self.tail + self.after)
+        audio = self._read(start, seg.end + self.tail + self.after)
+        if self.source.exact_seeks and k + 1 < len(self.plan):
+            # Window k + 1 reads the context and overlap again: keep them
+            # (before the chain overwrites them) instead of decoding twice.
+            reread = max(self.plan[k + 1].start - self.window.context, start)
+            self._decoded = _Rendering(reread, audio[reread - start :].copy())
         assert self.process is not None
         out = self.process(audio, seg.start - start)
         return _Rendering(seg.start, out[seg.start - start : seg.end + self.tail - start])
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        """Source samples [start, stop), the front from the last window's read when it has it."""
+        known = self._decoded
+        if known is None or not known.first <= start < known.first + len(known.audio):
+            return self.source.read(start, stop)
+        audio = np.empty((stop - start, self.source.channels), dtype=np.float32)
+        have = min(known.first + len(known.audio), stop) - start
+        audio[:have] = known.audio[start - known.first : start - known.first + have]
+        if have < len(audio):
+            self.source.read(start + have, stop, out=audio[have:])
+        return audio
 
     def _rendering(self, k: int, a: int) -> _Rendering:
         """Rendering k from sample a on (rendered again if the memo kept less)."""

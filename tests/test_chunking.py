@@ -124,3 +124,35 @@ def test_context_after_the_chains_reach_changes_no_kept_sample(
     assert cut.after == CHAIN_REACH < full.after == window.context
     for k in range(len(plan)):
         assert np.array_equal(cut.rendering(k), full.rendering(k)), k
+
+
+def test_windows_reuse_the_decoded_overlap_of_lossless_sources_only(tmp_path: Path) -> None:
+    # Window k + 1 starts 5 s before segment k + 1, inside what window k read:
+    # a FLAC source decodes it once, and every rendering is the one a fresh
+    # renderer makes of that window alone. A lossy source reads each window
+    # whole (decoding after a seek need not match decoding straight through).
+    audio = synth_program(47.0, seed=12)
+    lossless, lossy = tmp_path / "src.flac", tmp_path / "src.ogg"
+    sf.write(lossless, audio, RATE, subtype="PCM_24")
+    sf.write(lossy, audio, RATE, format="OGG", subtype="VORBIS")
+    assert not AudioSource(lossy, tmp_path / "scratch", "ogg").exact_seeks
+    source = AudioSource(lossless, tmp_path / "scratch", "reuse")
+    assert source.exact_seeks
+    plan = plan_segments(source.length, RATE, 10.0)
+    window = WindowSettings.from_seconds(RATE, 5.0, 1.0)
+    process = chain_processor(RATE, analyze(source, "punchy"), 1.0)
+    decoded = []
+    read = source.read
+
+    def counted(a: int, b: int, out: np.ndarray | None = None) -> np.ndarray:
+        decoded.append(b - a)
+        return read(a, b, out)
+
+    source.read = counted  # type: ignore[method-assign]
+    reusing = Renderer(source, plan, window, process, reach=CHAIN_REACH)
+    for k in range(len(plan)):
+        fresh = AudioSource(lossless, tmp_path / "scratch", "reuse")
+        alone = Renderer(fresh, plan, window, process, reach=CHAIN_REACH)
+        assert np.array_equal(reusing.rendering(k), alone.rendering(k)), k
+    overlap = window.context + reusing.tail + reusing.after
+    assert sum(decoded) <= source.length + overlap  # each sample decoded about once
