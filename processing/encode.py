@@ -51,7 +51,8 @@ class Encoder:
         A block is made only when the pipe takes it, so a long input never
         exists whole in memory. An error while making the blocks stops ffmpeg.
         on_output: called (on a reader thread) with each piece of output as
-        it arrives; an error it raises is raised here, once ffmpeg is done.
+        it arrives, instead of returning it; an error it raises is raised
+        here, once ffmpeg is done.
         """
         assert self.proc.stdin and self.proc.stdout and self.proc.stderr
         output: list[bytes] = []
@@ -114,7 +115,7 @@ def _read_all(
     on_output: Callable[[bytes], None] | None,
     failures: list[BaseException],
 ) -> None:
-    """Read `pipe` to its end into `into`, showing each piece to on_output as it comes.
+    """Read `pipe` to its end into `into`, or hand each piece to on_output as it comes.
 
     The pipe is drained even after on_output fails, so that ffmpeg never
     blocks on it; the failure is kept for the caller.
@@ -122,15 +123,13 @@ def _read_all(
     if on_output is None:
         into.append(pipe.read())
         return
-    pieces = []
     while piece := pipe.read1(1 << 16):  # type: ignore[attr-defined]
-        pieces.append(piece)
         if not failures:
             try:
                 on_output(piece)
             except BaseException as exc:  # raised by finish(), in the caller's thread
                 failures.append(exc)
-    into.append(b"".join(pieces))
+    into.append(b"")
 
 
 def _counted(blocks: Iterable[np.ndarray], dtype: str, count: list[int]) -> Iterator[memoryview]:
