@@ -36,6 +36,7 @@ PREPARE = 0
 BACKGROUND = 10
 MAX_PENDING = 32  # on-demand jobs waiting for a worker before new ones get 503
 IDLE_SECONDS = 120.0  # background work of a stream nobody asked for pauses after this
+MAX_STREAMS = 512  # stream states kept; idle ones past this are forgotten (rebuilt when asked)
 EARLY_POLL_SECONDS = 0.02  # how often a listener's segment is looked for while its unit encodes
 
 log = logging.getLogger("hls.production")
@@ -203,7 +204,9 @@ class Production:
         workers: int,
         idle_seconds: float = IDLE_SECONDS,
         max_pending: int = MAX_PENDING,
+        max_streams: int = MAX_STREAMS,
     ) -> None:
+        self.max_streams = max_streams
         self.max_pending = max_pending
         self.cache = cache
         self.index = index
@@ -314,12 +317,30 @@ class Production:
         key = (spec, rendition)
         state = self._streams.get(key)
         if state is None:
+            self._forget_idle_streams()
             state = StreamState(spec, rendition, plan)
             for index in range(len(plan)):
                 if self.cache.get(*spec.segment_key(rendition, index)) is not None:
                     state.done.add(index)
             self._streams[key] = state
         return state
+
+    def _forget_idle_streams(self) -> None:
+        """Make room for a new stream state past `max_streams`: forget the states idle
+        longest (no background work, nobody asking for `idle_seconds`). A forgotten
+        stream is rebuilt from the cache when it is asked for again."""
+        excess = len(self._streams) + 1 - self.max_streams
+        if excess <= 0:
+            return
+        now = time.monotonic()
+        idle = [
+            (state.last_access, key)
+            for key, state in self._streams.items()
+            if (state.background is None or state.background.done())
+            and now - state.last_access > self.idle_seconds
+        ]
+        for _, key in sorted(idle, key=lambda item: item[0])[:excess]:
+            del self._streams[key]
 
     async def segment(self, state: StreamState, index: int, priority: int = ON_DEMAND) -> int:
         """Make sure one segment is in the cache (producing it if missing); returns its size.
