@@ -91,6 +91,11 @@ class StreamState:
             return "producing"
         return "idle"
 
+    @property
+    def units(self) -> tuple[range, ...]:
+        """The stream's encode units: segments produced together."""
+        return self.plan.encode_units(RENDITIONS[self.rendition].segments_per_encode)
+
     def unit_of(self, index: int) -> range:
         """The segments produced together with segment `index`."""
         return self.plan.unit_of(index, RENDITIONS[self.rendition].segments_per_encode)
@@ -396,10 +401,10 @@ class Production:
         answered then (the cache is looked at every `EARLY_POLL_SECONDS`),
         and the unit's production finishes on its own.
         """
-        production = asyncio.ensure_future(self.segment(state, index, ON_DEMAND))
-        if index == state.unit_of(index)[-1]:
-            await production  # nothing of its unit comes after it
+        if index == state.unit_of(index)[-1]:  # nothing of its unit comes after it
+            await self.segment(state, index, ON_DEMAND)
             return
+        production = asyncio.ensure_future(self.segment(state, index, ON_DEMAND))
         try:
             while not (await asyncio.wait({production}, timeout=EARLY_POLL_SECONDS))[0]:
                 if self._notice_stored(state, index):
@@ -431,11 +436,7 @@ class Production:
         worker that just finished (and still holds the previous window's
         rendering) takes it: each window is rendered about once.
         """
-        units = [
-            unit
-            for unit in state.plan.encode_units(RENDITIONS[state.rendition].segments_per_encode)
-            if any(i not in state.done for i in unit)
-        ]
+        units = [unit for unit in state.units if any(i not in state.done for i in unit)]
         lanes = Lanes.split(
             units, self.workers, lambda u: state.plan[u[-1]].end - state.plan[u[0]].start
         )

@@ -192,8 +192,8 @@ def compress(
     counts[-1] = (n - (len(energy) - 1) * step) * audio.shape[1]
     level = _one_pole(energy / counts, rate / step, comp.rms_ms)
     # Control points 0, D, 2D, … and n - 1: one more than intervals when D divides n.
-    points = len(np.arange(0, n + step, step))
-    level = np.append(level, level[-1:])[:points] if points > len(level) else level
+    if (n - 1) // step + 2 > len(level):  # the control point n - 1 has no interval of its own
+        level = np.append(level, level[-1])
     level_db = 10.0 * np.log10(level.astype(np.float64) + 1e-12)
     over = level_db - comp.threshold_db
     slope = 1.0 - 1.0 / comp.ratio
