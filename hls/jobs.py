@@ -28,9 +28,8 @@ from processing.render import (
     CHAIN_REACH,
     EncodedSegment,
     Renderer,
+    UnitEncoder,
     chain_processor,
-    encode_unit,
-    start_encoder,
 )
 from processing.threads import parallel_map
 from storage.cache import DiskCache
@@ -142,51 +141,76 @@ def renderer_for(spec: StreamSpec, source: AudioSource | None = None) -> Rendere
 
 
 def produce_segment(spec: StreamSpec, rendition: str, index: int) -> tuple[dict[int, int], bool]:
-    """Render, encode, package and cache the encode unit that holds segment `index`.
+    """Render, encode, package and cache the encode unit that holds segment `index`
+    (`produce_units`)."""
+    return produce_units(spec, rendition, [index])
 
-    Returns the size in bytes of each segment of the unit, and whether they
-    were made here. The unit's lock (its first segment's) makes processes
-    sharing the cache produce it once: a second producer waits, then finds
-    it made. The renderer (and with it the track's analysis, under its own
-    lock) is ready before the unit's lock is taken: cache locks are never
-    nested, since two keys may share a lock file.
+
+def produce_units(
+    spec: StreamSpec, rendition: str, indices: list[int]
+) -> tuple[dict[int, int], bool]:
+    """Render, encode, package and cache the encode units that hold `indices`, in order,
+    through one ffmpeg (`UnitEncoder`).
+
+    Returns the size in bytes of each segment made or found, and whether
+    any was made here. Each unit's lock (its first segment's) makes
+    processes sharing the cache produce it once: a second producer waits,
+    then finds it made, and stops there (the other producer is ahead of it
+    on this run; what it has not made is left out of the result). The
+    renderer (and with it the track's analysis, under its own lock) is
+    ready before a unit's lock is taken: cache locks are never nested,
+    since two keys may share a lock file.
     """
     cache = DiskCache(Path(spec.cache_dir))
     known = _renderers.get(spec)
     source = known.source if known else open_source(spec.source, spec.cache_dir)
     plan = known.plan if known else plan_for(spec, source.length, source.rate)
-    unit = plan.unit_of(index, RENDITIONS[rendition].segments_per_encode)
-    keys = {i: spec.segment_key(rendition, i) for i in unit}
-    existing = _cached_sizes(cache, keys)
-    if existing is not None:
-        return existing, False
+    per_unit = RENDITIONS[rendition].segments_per_encode
+    units = list(dict.fromkeys(plan.unit_of(i, per_unit) for i in indices))
+    keys = {i: spec.segment_key(rendition, i) for unit in units for i in unit}
+    sizes: dict[int, int] = {}
+    missing = []
+    for unit in units:
+        found = _cached_sizes(cache, {i: keys[i] for i in unit})
+        if found is None:
+            missing.append(unit)
+        else:
+            sizes.update(found)
+    if not missing:
+        return sizes, False
+    runs = UnitEncoder.runs(plan, RENDITIONS[rendition], missing)
     # ffmpeg starts (~50 ms) while the track is analysed and the windows rendered.
-    encoder = start_encoder(RENDITIONS[rendition], source.rate, source.channels)
+    encoder = UnitEncoder(plan, RENDITIONS[rendition], runs[0], source.channels)
+    made = False
     try:
         renderer = renderer_for(spec, source)
-        with cache.lock(*keys[unit[0]]):
-            existing = _cached_sizes(cache, keys)
-            if existing is not None:  # another process made it meanwhile
-                encoder.abort()
-                return existing, False
-            sizes: dict[int, int] = {}
+        for unit in missing:
+            if unit not in encoder.units:  # the next run
+                encoder = UnitEncoder(plan, RENDITIONS[rendition], runs.pop(1), source.channels)
+            with cache.lock(*keys[unit[0]]):
+                found = _cached_sizes(cache, {i: keys[i] for i in unit})
+                if found is not None:  # another process made it meanwhile
+                    sizes.update(found)
+                    encoder.abort()
+                    break
 
-            def store(encoded: EncodedSegment) -> None:
-                data = fmp4.media_segment(
-                    encoded.index + 1, encoded.base_decode_time, encoded.packets
-                )
-                cache.write(keys[encoded.index], data)
-                sizes[encoded.index] = len(data)
+                def store(encoded: EncodedSegment) -> None:
+                    data = fmp4.media_segment(
+                        encoded.index + 1, encoded.base_decode_time, encoded.packets
+                    )
+                    cache.write(keys[encoded.index], data)
+                    sizes[encoded.index] = len(data)
 
-            # A segment is stored as soon as it is encoded (a listener who
-            # asked for the first of a pair need not wait for the second).
-            for encoded in encode_unit(renderer, RENDITIONS[rendition], unit, encoder, store):
-                if encoded.index not in sizes:
-                    store(encoded)
+                # A segment is stored as soon as it is encoded (a listener who
+                # asked for the first of a pair need not wait for the second).
+                for encoded in encoder.encode(renderer, store):
+                    if encoded.index not in sizes:
+                        store(encoded)
+                made = True
     except BaseException:
         encoder.abort()
         raise
-    return sizes, True
+    return sizes, made
 
 
 def _cached_sizes(cache: DiskCache, keys: dict[int, tuple[str, ...]]) -> dict[int, int] | None:

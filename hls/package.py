@@ -48,13 +48,14 @@ def package(
                 rendition = RENDITIONS[name]
                 init = fmp4.init_segment(rendition, info.rate, info.channels)
                 (folder / "init.mp4").write_bytes(init)
-                for index in range(len(plan)):
-                    bar.set_description(f"{name} {index}")
-                    jobs.produce_segment(spec, name, index)
-                    made = Path(scratch).joinpath(*spec.segment_key(name, index))
-                    (folder / f"{index}.m4s").write_bytes(made.read_bytes())
-                    made.unlink()  # the package is the copy: scratch stays one encode unit
-                    bar.update()
+                for unit in plan.encode_units(rendition.segments_per_encode):
+                    bar.set_description(f"{name} {unit[0]}")
+                    jobs.produce_segment(spec, name, unit[0])
+                    for index in unit:
+                        made = Path(scratch).joinpath(*spec.segment_key(name, index))
+                        (folder / f"{index}.m4s").write_bytes(made.read_bytes())
+                        made.unlink()  # the package is the copy: scratch stays one encode unit
+                    bar.update(len(unit))
                 vod = playlist.media_playlist(plan, len(plan), complete=True, live=False)
                 (folder / "index.m3u8").write_text(vod)
     variants = [

@@ -7,9 +7,13 @@ with exact timestamps (SPEC §6).
 
 from __future__ import annotations
 
+import itertools
+import os
 import subprocess
 import threading
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 from typing import IO
 
 import ffmpeg
@@ -25,82 +29,110 @@ ENCODE_TIMEOUT_SECONDS = 300
 
 
 class Encoder:
-    """An ffmpeg process started before its input is ready.
+    """An ffmpeg process started before its input is ready, with one output or several.
 
     Starting ffmpeg costs ~50 ms; starting it first lets that overlap with
-    decoding and DSP. `finish` feeds the input, block by block while a
-    thread collects the output, and returns the output.
+    decoding and DSP. `argv_for` builds the command line for the output
+    URLs it is given (pipes to this process). The input is written block by
+    block (`write`) while threads collect each output (`read`), and
+    `finish` closes the input and returns what was not handed to a callback.
     """
 
-    def __init__(self, argv: list[str], what: str) -> None:
+    def __init__(
+        self, argv_for: Callable[[list[str]], list[str]], what: str, outputs: int = 1
+    ) -> None:
         self.what = what
+        pipes = [os.pipe() for _ in range(outputs)]
         try:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                argv_for([f"pipe:{w}" for _, w in pipes]),
+                stdin=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=[w for _, w in pipes],
             )
         except OSError as exc:
+            for r, _ in pipes:
+                os.close(r)
             raise EncodeError(f"{what} could not start ({exc})") from exc
+        finally:
+            for _, w in pipes:
+                os.close(w)
+        self.outputs: list[IO[bytes]] = [os.fdopen(r, "rb") for r, _ in pipes]
+        self._collected: list[list[bytes]] = [[] for _ in pipes]
+        self._errors: list[bytes] = []
+        self._failures: list[BaseException] = []
+        self._readers: list[threading.Thread] = []
 
-    def finish(
+    def read(self, on_output: Sequence[Callable[[bytes], None] | None] | None = None) -> None:
+        """Start reading every output (and stderr), so that no full pipe can stop ffmpeg.
+
+        on_output[i]: called (on a reader thread) with each piece of output i
+        as it arrives, instead of collecting it; an error it raises is raised
+        by `finish`.
+        """
+        assert self.proc.stderr is not None
+        calls = list(on_output) if on_output is not None else [None] * len(self.outputs)
+        targets = [*zip(self.outputs, self._collected, calls, strict=True)]
+        targets.append((self.proc.stderr, self._errors, None))
+        self._readers = [
+            threading.Thread(target=_read_all, args=(*target, self._failures), daemon=True)
+            for target in targets
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def write(self, blocks: Iterable[bytes | memoryview]) -> None:
+        """Write blocks to ffmpeg's input; a block is made only when the pipe takes it,
+        so a long input never exists whole in memory. An error while making the
+        blocks stops ffmpeg."""
+        assert self.proc.stdin is not None
+        try:
+            for block in blocks:
+                self.proc.stdin.write(block)
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # ffmpeg stopped reading: its exit code and stderr tell why (finish)
+        except BaseException:
+            self.abort()
+            raise
+
+    def finish(self) -> list[bytes]:
+        """Close the input, wait for ffmpeg and return each output (b"" when handed on)."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        for reader in self._readers:
+            reader.join(ENCODE_TIMEOUT_SECONDS)
+        if any(reader.is_alive() for reader in self._readers):
+            self.abort()
+            raise EncodeError(f"{self.what} timed out")
+        if self.proc.wait() != 0:
+            err = self._errors[0] if self._errors else b""
+            raise EncodeError(f"{self.what} failed with exit code {self.proc.returncode}", err)
+        if self._failures:
+            raise self._failures[0]
+        return [b"".join(parts) for parts in self._collected]
+
+    def run(
         self,
         blocks: Iterable[bytes | memoryview],
         on_output: Callable[[bytes], None] | None = None,
     ) -> bytes:
-        """Write every block to ffmpeg's input, close it and return ffmpeg's output.
-
-        A block is made only when the pipe takes it, so a long input never
-        exists whole in memory. An error while making the blocks stops ffmpeg.
-        on_output: called (on a reader thread) with each piece of output as
-        it arrives, instead of returning it; an error it raises is raised
-        here, once ffmpeg is done.
-        """
-        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
-        output: list[bytes] = []
-        errors: list[bytes] = []
-        failures: list[BaseException] = []
-        # Both outputs are read while the input is written (as communicate()
-        # does), so that no full pipe can stop ffmpeg.
-        readers = [
-            threading.Thread(target=_read_all, args=(pipe, into, watch, failures), daemon=True)
-            for pipe, into, watch in (
-                (self.proc.stdout, output, on_output),
-                (self.proc.stderr, errors, None),
-            )
-        ]
-        for reader in readers:
-            reader.start()
-        try:
-            for block in blocks:
-                self.proc.stdin.write(block)
-            self.proc.stdin.close()
-        except BrokenPipeError:
-            pass  # ffmpeg stopped reading: its exit code and stderr tell why
-        except BaseException:
-            self.proc.kill()
-            for reader in readers:
-                reader.join()
-            self.abort()
-            raise
-        for reader in readers:
-            reader.join(ENCODE_TIMEOUT_SECONDS)
-        if any(reader.is_alive() for reader in readers):
-            self.proc.kill()
-            for reader in readers:
-                reader.join()
-            self.abort()
-            raise EncodeError(f"{self.what} timed out")
-        if self.proc.wait() != 0:
-            err = errors[0] if errors else b""
-            raise EncodeError(f"{self.what} failed with exit code {self.proc.returncode}", err)
-        if failures:
-            raise failures[0]
-        return output[0]
+        """Encode all of `blocks` through a one-output ffmpeg; returns its output
+        (b"" when each piece is handed to on_output instead)."""
+        self.read([on_output])
+        self.write(blocks)
+        return self.finish()[0]
 
     def abort(self) -> None:
         """Stop a process whose input will never come (the caller failed first); idempotent."""
         if self.proc.poll() is None:
             self.proc.kill()
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+        for reader in self._readers:
+            reader.join()
+        for pipe in (self.proc.stdin, self.proc.stderr, *self.outputs):
             if pipe is not None and not pipe.closed:
                 try:
                     pipe.close()
@@ -129,7 +161,6 @@ def _read_all(
                 on_output(piece)
             except BaseException as exc:  # raised by finish(), in the caller's thread
                 failures.append(exc)
-    into.append(b"")
 
 
 def _counted(blocks: Iterable[np.ndarray], dtype: str, count: list[int]) -> Iterator[memoryview]:
@@ -139,52 +170,164 @@ def _counted(blocks: Iterable[np.ndarray], dtype: str, count: list[int]) -> Iter
         yield np.ascontiguousarray(block, dtype=dtype).data.cast("B")  # a view when it can
 
 
-def aac_argv(rate: int, channels: int, bitrate: int) -> list[str]:
-    stream = ffmpeg.input("pipe:0", format="f32le", ar=rate, ac=channels)
-    stream = ffmpeg.output(
-        stream, "pipe:1", format="adts", acodec="aac", audio_bitrate=bitrate, threads=1
-    )
-    return ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", *ffmpeg.get_args(stream)]
+def aac_argv(
+    rate: int,
+    channels: int,
+    bitrate: int,
+    outputs: Sequence[str] = ("pipe:1",),
+    cuts: Sequence[int] = (),
+) -> list[str]:
+    """ffmpeg's native AAC encoder: f32le PCM on stdin, ADTS out.
+
+    cuts: input sample positions (ascending) where the input is cut
+    (asegment) into pieces, piece i encoded to outputs[i] by an encoder of
+    its own, as if alone (tested: the same bytes as one ffmpeg each).
+    """
+    # The smallest probe: ffmpeg reads ~400 kB of input before encoding otherwise,
+    # and a short input of a shared encoder would wait for the next one.
+    stream = ffmpeg.input("pipe:0", format="f32le", ar=rate, ac=channels, probesize=32)
+    if cuts:
+        node = stream.filter_multi_output("asegment", samples="|".join(map(str, cuts)))
+        pieces = [node.stream(i) for i in range(len(cuts) + 1)]
+    else:
+        pieces = [stream]
+    if len(pieces) != len(outputs):
+        raise ValueError(f"{len(pieces)} pieces for {len(outputs)} outputs")
+    encodes = [
+        ffmpeg.output(
+            piece,
+            url,
+            format="adts",
+            acodec="aac",
+            audio_bitrate=bitrate,
+            threads=1,
+            flush_packets=1,  # each packet as soon as it is made (a listener may wait for it)
+        )  # fmt: skip
+        for piece, url in zip(pieces, outputs, strict=True)
+    ]
+    return [
+        "ffmpeg", "-nostdin", "-hide_banner", "-v", "error",
+        *ffmpeg.get_args(ffmpeg.merge_outputs(*encodes)),
+    ]  # fmt: skip
+
+
+def aac_packet_count(samples: int) -> int:
+    """Packets ffmpeg's native encoder yields for `samples` of input: ceil(n / 1024) + 1.
+
+    Packet j is the MDCT of input [(j-1)·1024, (j+1)·1024) and decodes to
+    [(j-1)·1024, j·1024); packet 0 is the priming packet.
+    """
+    return -(-samples // FRAME_SAMPLES) + 1
 
 
 def encode_aac(
     pcm: np.ndarray | Iterable[np.ndarray],
     rate: int,
     bitrate: int,
-    encoder: Encoder | None = None,
     channels: int | None = None,
-    on_packets: Callable[[list[Packet]], None] | None = None,
 ) -> list[Packet]:
-    """AAC-LC packets of (n, channels) float32 PCM (or its successive blocks), priming first.
-
-    ffmpeg's native encoder yields ceil(n / 1024) + 1 packets: packet j is the
-    MDCT of input [(j-1)·1024, (j+1)·1024) and decodes to [(j-1)·1024, j·1024).
-    `encoder`: an ffmpeg already started with `aac_argv` for this input.
-    on_packets: called (on a reader thread) with the packets so far, each
-    time more arrive, while the input is still being encoded.
-    """
+    """AAC-LC packets of (n, channels) float32 PCM (or its successive blocks), priming
+    first (`aac_packet_count`)."""
     if isinstance(pcm, np.ndarray):
         channels, pcm = pcm.shape[1], [pcm]
-    if encoder is None:
-        assert channels is not None, "blocks need the channel count"
-        encoder = Encoder(aac_argv(rate, channels, bitrate), "AAC encoding")
+    assert channels is not None, "blocks need the channel count"
     count = [0]
-    splitter = AdtsSplitter()
-    packets: list[Packet] = []
-
-    def arrived(data: bytes) -> None:
-        new = splitter.feed(data)
-        if new:
-            packets.extend(Packet(p, FRAME_SAMPLES) for p in new)
-            if on_packets is not None:
-                on_packets(packets)
-
-    encoder.finish(_counted(pcm, "<f4", count), on_output=arrived)
-    splitter.close()
-    expected = -(-count[0] // FRAME_SAMPLES) + 1
-    if len(packets) != expected:
-        raise EncodeError(f"AAC encoder gave {len(packets)} packets, expected {expected}")
+    data = Encoder(partial(aac_argv, rate, channels, bitrate), "AAC encoding").run(
+        _counted(pcm, "<f4", count)
+    )
+    packets = [Packet(p, FRAME_SAMPLES) for p in split_adts(data)]
+    if len(packets) != aac_packet_count(count[0]):
+        raise EncodeError(
+            f"AAC encoder gave {len(packets)} packets, expected {aac_packet_count(count[0])}"
+        )
     return packets
+
+
+class AacEncodes:
+    """Independent AAC encodes of successive inputs through one ffmpeg: one start-up
+    (~50 ms of CPU, measured) for all of them.
+
+    Input i, of lengths[i] samples, is encoded as if alone (`aac_argv` cuts).
+    Every input but the last must be whole frames: then each packet but the
+    last two (`HELD_BACK`, which the encoder makes only when its input
+    ends, at the end of the process) is out as soon as the input is
+    written, and `encode` returns them without waiting for the next input.
+    """
+
+    HELD_BACK = 2
+
+    def __init__(self, rate: int, channels: int, bitrate: int, lengths: Sequence[int]) -> None:
+        if any(n % FRAME_SAMPLES for n in lengths[:-1]) or not lengths:
+            raise ValueError("every input but the last must be whole frames")
+        self.lengths = list(lengths)
+        cuts = list(itertools.accumulate(lengths))[:-1]
+        argv_for = partial(aac_argv, rate, channels, bitrate, cuts=cuts)
+        self.encoder = Encoder(argv_for, "AAC encoding", len(lengths))
+        self.packets: list[list[Packet]] = [[] for _ in lengths]
+        self._splitters = [AdtsSplitter() for _ in lengths]
+        self._listeners: list[Callable[[list[Packet]], None] | None] = [None] * len(lengths)
+        self._arrived = threading.Condition()
+        self._next = 0
+        self.encoder.read([partial(self._arrive, i) for i in range(len(lengths))])
+
+    def _arrive(self, i: int, data: bytes) -> None:
+        new = self._splitters[i].feed(data)
+        if not new:
+            return
+        with self._arrived:
+            self.packets[i].extend(Packet(p, FRAME_SAMPLES) for p in new)
+            self._arrived.notify_all()
+        listener = self._listeners[i]
+        if listener is not None:
+            listener(self.packets[i])
+
+    def encode(
+        self,
+        blocks: Iterable[np.ndarray],
+        on_packets: Callable[[list[Packet]], None] | None = None,
+    ) -> list[Packet]:
+        """Encode the next input (its (n, channels) float32 blocks): its packets, all
+        but the last `HELD_BACK` unless it is the last input (then all of them).
+
+        on_packets: called (on a reader thread) with the input's packets so
+        far each time more arrive.
+        """
+        i, self._next = self._next, self._next + 1
+        self._listeners[i] = on_packets
+        count = [0]
+        self.encoder.write(_counted(blocks, "<f4", count))
+        if count[0] != self.lengths[i]:
+            self.abort()
+            raise EncodeError(f"AAC input {i} has {count[0]} samples, declared {self.lengths[i]}")
+        if i + 1 == len(self.lengths):
+            self._finish()
+            return self.packets[i]
+        expected = aac_packet_count(self.lengths[i]) - self.HELD_BACK
+        deadline = time.monotonic() + ENCODE_TIMEOUT_SECONDS
+        with self._arrived:
+            while len(self.packets[i]) < expected:
+                if self.encoder.proc.poll() is not None or time.monotonic() > deadline:
+                    break
+                self._arrived.wait(0.1)
+            packets = list(self.packets[i])
+        if len(packets) < expected:
+            self._finish()  # raises what went wrong
+            raise EncodeError(f"AAC input {i}: {len(packets)} packets out, expected {expected}")
+        return packets
+
+    def _finish(self) -> None:
+        self.encoder.finish()
+        for i, (splitter, length) in enumerate(zip(self._splitters, self.lengths, strict=True)):
+            splitter.close()
+            if len(self.packets[i]) != aac_packet_count(length):
+                raise EncodeError(
+                    f"AAC encoder gave {len(self.packets[i])} packets for input {i},"
+                    f" expected {aac_packet_count(length)}"
+                )
+
+    def abort(self) -> None:
+        """Stop ffmpeg (the inputs not written yet will not come); idempotent."""
+        self.encoder.abort()
 
 
 class AdtsSplitter:
@@ -238,11 +381,12 @@ def to_pcm24(audio: np.ndarray) -> np.ndarray:
     return np.clip(scaled, -(1 << 23), (1 << 23) - 1).astype(np.int32) << 8
 
 
-def flac_argv(rate: int, channels: int) -> list[str]:
+def flac_argv(rate: int, channels: int, outputs: Sequence[str] = ("pipe:1",)) -> list[str]:
+    (url,) = outputs
     stream = ffmpeg.input("pipe:0", format="s32le", ar=rate, ac=channels)
     stream = ffmpeg.output(
         stream,
-        "pipe:1",
+        url,
         format="flac",
         acodec="flac",
         bits_per_raw_sample=FLAC_BITS,
@@ -267,9 +411,9 @@ def encode_flac(
         channels, pcm24 = pcm24.shape[1], [pcm24]
     if encoder is None:
         assert channels is not None, "blocks need the channel count"
-        encoder = Encoder(flac_argv(rate, channels), "FLAC encoding")
+        encoder = Encoder(partial(flac_argv, rate, channels), "FLAC encoding")
     count = [0]
-    data = encoder.finish(_counted(pcm24, "<i4", count))
+    data = encoder.run(_counted(pcm24, "<i4", count))
     frames_count = -(-count[0] // FLAC_BLOCK_SAMPLES)
     frames = split_flac(data, frames_count)
     last = count[0] - FLAC_BLOCK_SAMPLES * (frames_count - 1)

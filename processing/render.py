@@ -38,11 +38,10 @@ from processing import chain
 from processing.analysis import Analysis, analyze
 from processing.decode import AudioSource
 from processing.encode import (
+    AacEncodes,
     Encoder,
     Packet,
     Rendition,
-    aac_argv,
-    encode_aac,
     encode_flac,
     flac_argv,
     to_pcm24,
@@ -270,84 +269,135 @@ class Renderer:
         return out
 
 
-def start_encoder(rendition: Rendition, rate: int, channels: int) -> Encoder:
-    """The ffmpeg for one segment of `rendition`, started before its input is ready."""
-    if rendition.codec == "flac":
-        return Encoder(flac_argv(rate, channels), "FLAC encoding")
-    return Encoder(aac_argv(rate, channels, rendition.nominal_bitrate(channels)), "AAC encoding")
+def unit_input(plan: SegmentPlan, unit: range) -> tuple[int, int]:
+    """The global frame where an AAC unit's encoder input starts, and the sample where
+    it stops: `PREROLL_FRAMES` before the unit (fewer at the track's start) to
+    `POSTROLL_FRAMES` after it (or the track's end)."""
+    first, last = plan[unit[0]], plan[unit[-1]]
+    origin = first.first_frame - min(PREROLL_FRAMES, first.first_frame)
+    return origin, min((last.end_frame + POSTROLL_FRAMES) * FRAME_SAMPLES, plan.length)
+
+
+class UnitEncoder:
+    """The ffmpeg of one or more encode units of a rendition, started before its input.
+
+    `encode` takes the units in the order given, each an encode of its own
+    (§6): AAC units share one ffmpeg (`AacEncodes`), so a run of units pays
+    one start-up; only the last may end off the frame grid (at the track's
+    end: `runs`). FLAC units are single segments, one per encoder.
+    """
+
+    @staticmethod
+    def runs(plan: SegmentPlan, rendition: Rendition, units: list[range]) -> list[list[range]]:
+        """`units` cut into runs that can share an encoder, in order."""
+        runs: list[list[range]] = []
+        for unit in units:
+            if (
+                not runs
+                or rendition.codec == "flac"
+                or unit_input(plan, runs[-1][-1])[1] == plan.length
+            ):
+                runs.append([])
+            runs[-1].append(unit)
+        return runs
+
+    def __init__(self, plan: SegmentPlan, rendition: Rendition, units: list[range], channels: int):
+        self.plan = plan
+        self.rendition = rendition
+        self.units = list(units)
+        self._next = 0
+        rate = plan.rate
+        if rendition.codec == "flac":
+            if len(self.units) != 1 or len(self.units[0]) != 1:
+                raise ValueError("FLAC encodes one segment at a time")
+            self._encoder: Encoder | AacEncodes = Encoder(
+                partial(flac_argv, rate, channels), "FLAC encoding"
+            )
+            return
+        if len(self.runs(plan, rendition, self.units)) != 1:
+            raise ValueError("only the last unit of a shared encoder may reach the track's end")
+        lengths = []
+        for unit in self.units:
+            origin, stop = unit_input(plan, unit)
+            lengths.append(stop - origin * FRAME_SAMPLES)
+        bitrate = rendition.nominal_bitrate(channels)
+        self._encoder = AacEncodes(rate, channels, bitrate, lengths)
+
+    def abort(self) -> None:
+        """Stop ffmpeg: the units not encoded yet will not be (idempotent)."""
+        self._encoder.abort()
+
+    def encode(
+        self, renderer: Renderer, early: Callable[[EncodedSegment], None] | None = None
+    ) -> list[EncodedSegment]:
+        """Encode the next unit: its segments, each keeping exactly its own packets (§6).
+
+        AAC: the program from the pre-roll before the unit's first segment to
+        2 frames after its last (`unit_input`); inside the unit the encoder
+        runs on, as in a continuous encode. Windows are rendered one segment
+        at a time, ahead of the samples fed (`Renderer.prefetch`).
+        early: called (on the encoder's reader thread) with each segment but
+        the last as soon as its packets are out, while the rest is still
+        encoding; every segment is also in the returned list.
+        """
+        unit = self.units[self._next]
+        self._next += 1
+        plan = self.plan
+        try:
+            renderer.prefetch(unit[0])  # the heavy part, before ffmpeg is fed
+        except BaseException:
+            self.abort()
+            raise
+        if isinstance(self._encoder, Encoder):
+            (index,) = unit
+            seg = plan[index]
+            blocks = (to_pcm24(b) for b in renderer.program_blocks(seg.start, seg.end))
+            packets = encode_flac(blocks, plan.rate, self._encoder)
+            return [EncodedSegment(index, seg.start, tuple(packets))]
+        origin, feed_stop = unit_input(plan, unit)
+
+        def feed() -> Iterator[np.ndarray]:
+            for index in unit:
+                seg = plan[index]
+                if index != unit[0]:
+                    renderer.prefetch(index)
+                a = origin * FRAME_SAMPLES if index == unit[0] else seg.start
+                if index != unit[-1]:
+                    yield from renderer.program_blocks(a, seg.end)
+                else:  # the post-roll continues the last segment's own rendering
+                    yield from renderer.program_blocks(a, feed_stop, post_roll_from=seg.end)
+
+        def segment_of(index: int, packets: list[Packet]) -> EncodedSegment:
+            seg = plan[index]
+            # Local packet i is global packet origin + i. Keep global packets
+            # s+1 .. e (segment 0 also keeps the priming packet 0); global
+            # packet j decodes to the fixed-lead timeline position j · 1024.
+            first_kept = seg.first_frame + 1 if index > 0 else 0
+            kept = tuple(packets[first_kept - origin : seg.end_frame - origin + 1])
+            if len(kept) != seg.end_frame - first_kept + 1:
+                raise AssertionError(f"segment {index}: kept {len(kept)} packets")
+            return EncodedSegment(index, first_kept * FRAME_SAMPLES, kept)
+
+        waiting = list(unit[:-1]) if early is not None else []
+
+        def arrived(packets: list[Packet]) -> None:
+            while waiting and len(packets) > plan[waiting[0]].end_frame - origin:
+                assert early is not None
+                early(segment_of(waiting.pop(0), packets))
+
+        packets = self._encoder.encode(feed(), on_packets=arrived)
+        return [segment_of(index, packets) for index in unit]
 
 
 def encode_unit(
     renderer: Renderer,
     rendition: Rendition,
     unit: range,
-    encoder: Encoder | None = None,
     early: Callable[[EncodedSegment], None] | None = None,
 ) -> list[EncodedSegment]:
-    """Encode the segments of one encode unit (`SegmentPlan.encode_units`) in one run (§6).
-
-    AAC: the program from `PREROLL_FRAMES` before the unit's first segment
-    to 2 frames after its last, each segment keeping exactly its own packets;
-    inside the unit the encoder runs on, as in a continuous encode. FLAC:
-    units are single segments, encoded alone. Windows are rendered one
-    segment at a time, ahead of the samples fed (`Renderer.prefetch`).
-    encoder: from `start_encoder` for this rendition (started now if None).
-    early: called (on the encoder's reader thread) with each segment but the
-    last as soon as its packets are out, while the rest is still encoding;
-    every segment is also in the returned list.
-    """
-    plan = renderer.plan
-    rate, channels = renderer.source.rate, renderer.source.channels
-    if encoder is None:
-        encoder = start_encoder(rendition, rate, channels)
-    try:
-        renderer.prefetch(unit[0])  # the heavy part, before ffmpeg is fed
-    except BaseException:
-        encoder.abort()
-        raise
-    if rendition.codec == "flac":
-        (index,) = unit
-        seg = plan[index]
-        blocks = (to_pcm24(b) for b in renderer.program_blocks(seg.start, seg.end))
-        return [EncodedSegment(index, seg.start, tuple(encode_flac(blocks, rate, encoder)))]
-    first, last = plan[unit[0]], plan[unit[-1]]
-    preroll = min(PREROLL_FRAMES, first.first_frame)
-    origin = first.first_frame - preroll  # global frame of the encoder's first input sample
-    feed_stop = min((last.end_frame + POSTROLL_FRAMES) * FRAME_SAMPLES, plan.length)
-
-    def feed() -> Iterator[np.ndarray]:
-        for index in unit:
-            seg = plan[index]
-            if index != unit[0]:
-                renderer.prefetch(index)
-            a = origin * FRAME_SAMPLES if index == unit[0] else seg.start
-            if index != unit[-1]:
-                yield from renderer.program_blocks(a, seg.end)
-            else:  # the post-roll continues the last segment's own rendering
-                yield from renderer.program_blocks(a, feed_stop, post_roll_from=seg.end)
-
-    def segment_of(index: int, packets: list[Packet]) -> EncodedSegment:
-        seg = plan[index]
-        # Local packet i is global packet origin + i. Keep global packets
-        # s+1 .. e (segment 0 also keeps the priming packet 0); global packet
-        # j decodes to the fixed-lead timeline position j · 1024.
-        first_kept = seg.first_frame + 1 if index > 0 else 0
-        kept = tuple(packets[first_kept - origin : seg.end_frame - origin + 1])
-        if len(kept) != seg.end_frame - first_kept + 1:
-            raise AssertionError(f"segment {index}: kept {len(kept)} packets")
-        return EncodedSegment(index, first_kept * FRAME_SAMPLES, kept)
-
-    waiting = list(unit[:-1]) if early is not None else []
-
-    def arrived(packets: list[Packet]) -> None:
-        while waiting and len(packets) > plan[waiting[0]].end_frame - origin:
-            assert early is not None
-            early(segment_of(waiting.pop(0), packets))
-
-    packets = encode_aac(
-        feed(), rate, rendition.nominal_bitrate(channels), encoder, on_packets=arrived
-    )
-    return [segment_of(index, packets) for index in unit]
+    """Encode one encode unit (`SegmentPlan.encode_units`) alone (`UnitEncoder.encode`)."""
+    encoder = UnitEncoder(renderer.plan, rendition, [unit], renderer.source.channels)
+    return encoder.encode(renderer, early)
 
 
 def render_whole(source: AudioSource, analysis: Analysis | None, intensity: float) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,9 @@ from hls.streams import SourceRef, StreamSpec
 from processing.decode import AudioSource, probe
 from processing.encode import (
     RENDITIONS,
+    AacEncodes,
     AdtsSplitter,
+    aac_packet_count,
     encode_aac,
     encode_flac,
     split_adts,
@@ -94,6 +97,53 @@ def test_segments_are_identical_in_any_order_and_process(tmp_path: Path) -> None
         a = Path(forward.cache_dir).joinpath(*forward.segment_key("aac", index)).read_bytes()
         b = Path(backward.cache_dir).joinpath(*backward.segment_key("aac", index)).read_bytes()
         assert a == b, index
+
+
+@pytest.mark.parametrize("rendition", ["aac", "aac-lo"])
+def test_units_encoded_together_are_the_bytes_of_units_encoded_alone(
+    tmp_path: Path, rendition: str
+) -> None:
+    # One ffmpeg for a run of units (the ramp, pairs, the track's end) gives
+    # each segment the bytes of one ffmpeg per unit, in reverse order.
+    src = tmp_path / "src.flac"
+    sf.write(src, synth_program(27.0), 44100)
+    together, alone = (
+        spec_for(src, tmp_path / "a", "punchy"),
+        spec_for(src, tmp_path / "b", "punchy"),
+    )
+    info = jobs.prepare(together.source, together.cache_dir)
+    plan = jobs.plan_for(together, info.length, info.rate)
+    units = plan.encode_units(RENDITIONS[rendition].segments_per_encode)
+    assert len(units) >= 5
+    sizes, made = jobs.produce_units(together, rendition, [u[0] for u in units])
+    assert made and sorted(sizes) == list(range(len(plan)))
+    jobs._renderers.clear()  # as if another process
+    for unit in reversed(units):
+        jobs.produce_segment(alone, rendition, unit[-1])
+    for index in range(len(plan)):
+        a = Path(together.cache_dir).joinpath(*together.segment_key(rendition, index))
+        b = Path(alone.cache_dir).joinpath(*alone.segment_key(rendition, index))
+        assert a.read_bytes() == b.read_bytes(), index
+        assert sizes[index] == a.stat().st_size
+
+
+def test_a_unit_of_a_shared_encoder_is_out_before_the_next_input() -> None:
+    # Every packet a unit keeps is out once its input is written: the next
+    # unit is not needed (else the encoder would wait up to its timeout).
+    pcm = synth_program(12.0)
+    first, second = pcm[: 200 * 1024], pcm[150 * 1024 :]
+    shared = AacEncodes(44100, 2, 256_000, [len(first), len(second)])
+    started = time.monotonic()
+    head = shared.encode([first])
+    assert time.monotonic() - started < 5
+    assert len(head) == aac_packet_count(len(first)) - AacEncodes.HELD_BACK
+    tail = shared.encode([second])
+    assert len(shared.packets[0]) == aac_packet_count(len(first))
+    assert head == shared.packets[0][: len(head)]
+    assert [p.data for p in shared.packets[0]] == [
+        p.data for p in encode_aac(first, 44100, 256_000)
+    ]
+    assert [p.data for p in tail] == [p.data for p in encode_aac(second, 44100, 256_000)]
 
 
 def test_the_first_segment_of_a_unit_is_handed_over_while_the_second_encodes(
