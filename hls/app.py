@@ -314,7 +314,7 @@ async def progressive(request: web.Request) -> web.StreamResponse:
     )
     for index in range(len(stream.plan)):
         pcm = await production.run(
-            ("pcm", stream.spec, index), ON_DEMAND, run_job, "segment_pcm16", stream.spec, index
+            (("pcm", stream.spec, index),), ON_DEMAND, run_job, "segment_pcm16", stream.spec, index
         )
         await response.write(pcm)
     await response.write_eof()

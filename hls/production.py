@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hls.errors import Overloaded
@@ -46,7 +46,7 @@ log = logging.getLogger("hls.production")
 class _Job:
     priority: int
     sequence: int
-    key: Hashable = field(compare=False)
+    keys: tuple[Hashable, ...] = field(compare=False)  # the work it does (single flight)
     fn: Callable[..., Any] = field(compare=False)
     args: tuple = field(compare=False)
     future: asyncio.Future = field(compare=False)
@@ -115,6 +115,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 
 SWAP_MARGIN_SECONDS = 0.1  # a lane jumps to another's last unit only to gain more than this
+MAX_RUN_UNITS = 4  # units a lane encodes through one ffmpeg (about 4 min of audio)
 
 
 @dataclass
@@ -122,18 +123,19 @@ class Lanes:
     """The background runs of one stream, one per worker, and how fast each goes.
 
     Each lane produces its own run front to back (a worker renders each
-    window once when it moves forward: the previous one is in its memory).
-    A lane left with nothing takes the back half of the longest run. A lane
-    down to its last unit takes another lane's last unit instead when that
-    lane, at the pace measured on it so far, would finish well after it:
-    the cost of a unit depends on its content, and the lanes should end
-    together (the other lane takes the unit left behind).
+    window once when it moves forward: the previous one is in its memory),
+    several units per job through one ffmpeg (`take`). A lane left with
+    nothing takes the back half of the longest run. A lane down to its
+    last unit takes another lane's last unit instead when that lane, at
+    the pace measured on it so far, would finish well after it: the cost
+    of a unit depends on its content, and the lanes should end together
+    (the other lane takes the unit left behind).
     """
 
     queues: list[deque[range]]
     samples: Callable[[range], int]
     pace: list[float | None] = field(init=False)  # seconds per sample, measured per lane
-    busy: list[tuple[range, float] | None] = field(init=False)  # unit in progress, its start
+    busy: list[tuple[list[range], float] | None] = field(init=False)  # units in progress, start
     _measured: list[tuple[float, int]] = field(init=False)  # seconds and samples so far
 
     def __post_init__(self) -> None:
@@ -153,33 +155,43 @@ class Lanes:
             done += samples(unit)
         return cls(runs, samples)
 
-    def record(self, lane: int, unit: range, seconds: float) -> None:
-        """`lane` produced `unit` in `seconds`."""
+    def record(self, lane: int, units: list[range], seconds: float) -> None:
+        """`lane` produced `units` in `seconds`."""
         total, samples = self._measured[lane]
-        self._measured[lane] = (total + seconds, samples + self.samples(unit))
-        self.pace[lane] = (total + seconds) / max(samples + self.samples(unit), 1)
+        total, samples = total + seconds, samples + sum(self.samples(u) for u in units)
+        self._measured[lane] = (total, samples)
+        self.pace[lane] = total / max(samples, 1)
 
-    def take(self, lane: int, now: float) -> range | None:
-        """The next unit for `lane`, or None when there is nothing left."""
+    def take(self, lane: int, now: float) -> list[range]:
+        """The next units for `lane` (empty when there is nothing left).
+
+        Its run but its last unit, up to MAX_RUN_UNITS (one ffmpeg start-up
+        for all); the last unit alone, so that the lanes can still even out
+        at the end; a single unit too while the lane's pace is not measured
+        yet (the content of a run sets its pace: 20 and 27 ms per second of
+        audio on the two halves of the peer benchmark's track).
+        """
         own = self.queues[lane]
         if len(own) == 1:
             other = self._slower_than(lane, now)
             if other is not None:
-                return self.queues[other].pop()
+                return [self.queues[other].pop()]
         if not own:
             longest = max(self.queues, key=len)
             if not longest:
-                return None
+                return []
             stolen = [longest.pop() for _ in range(max(len(longest) // 2, 1))]
             own.extend(reversed(stolen))
-        return own.popleft()
+        count = min(max(len(own) - 1, 1), MAX_RUN_UNITS) if self.pace[lane] is not None else 1
+        return [own.popleft() for _ in range(count)]
 
     def _finish(self, lane: int, now: float, pace: float) -> float:
-        """When `lane` would be done with its unit in progress and its queue."""
+        """When `lane` would be done with its units in progress and its queue."""
         left = sum(self.samples(unit) for unit in self.queues[lane]) * pace
         busy = self.busy[lane]
         if busy is not None:
-            left += max(self.samples(busy[0]) * pace - (now - busy[1]), 0.0)
+            units, started = busy
+            left += max(sum(self.samples(u) for u in units) * pace - (now - started), 0.0)
         return now + left
 
     def _slower_than(self, lane: int, now: float) -> int | None:
@@ -220,10 +232,10 @@ class Production:
         self._pool = ProcessPoolExecutor(workers, mp_context=_pool_context())
         self._queue: asyncio.PriorityQueue[_Job] = asyncio.PriorityQueue()
         self._running: set[Hashable] = set()
-        self._queued_on_demand: set[Hashable] = set()
-        self._waiters: dict[Hashable, int] = {}
+        self._queued_on_demand: set[asyncio.Future] = set()
+        self._waiters: dict[asyncio.Future, int] = {}
         self._sequence = itertools.count()
-        self._inflight: dict[Hashable, asyncio.Future] = {}
+        self._inflight: dict[Hashable, _Job] = {}
         self._streams: dict[tuple[StreamSpec, str], StreamState] = {}
         self._prepared: dict[str, PreparedSource] = {}
         self._dispatchers: list[asyncio.Task[None]] = []
@@ -255,11 +267,11 @@ class Production:
         loop = asyncio.get_running_loop()
         while True:
             job = await self._queue.get()
-            key, fn, args, future = job.key, job.fn, job.args, job.future
-            if future.done() or key in self._running:
+            keys, fn, args, future = job.keys, job.fn, job.args, job.future
+            if future.done() or self._running.intersection(keys):
                 continue  # the same work queued again at another priority, or dropped
-            self._running.add(key)
-            self._queued_on_demand.discard(key)
+            self._running.update(keys)
+            self._queued_on_demand.discard(future)
             try:
                 result = await loop.run_in_executor(self._pool, fn, *args)
             except BrokenProcessPool as exc:
@@ -274,46 +286,66 @@ class Production:
                 if not future.done():
                     future.set_result(result)
             finally:
-                self._running.discard(key)
+                self._running.difference_update(keys)
 
-    async def run(self, key: Hashable, priority: int, fn: Callable[..., Any], *args: Any) -> Any:
+    async def run(
+        self, keys: tuple[Hashable, ...], priority: int, fn: Callable[..., Any], *args: Any
+    ) -> Any:
         """Run fn(*args) in a worker once per key; concurrent callers share the result.
 
-        New on-demand work beyond `max_pending` queued jobs is refused with
-        503 (Overloaded) at once. A caller that goes away does not cancel work
-        others wait for; work nobody waits for any more is dropped unless it
-        has started.
+        `keys` name the work the job does (a job may do several pieces of
+        it, as a lane's run of units does): a caller whose first key is in
+        flight shares that job, and raises its priority if need be; none of
+        the other keys may be in flight then. New on-demand work beyond
+        `max_pending` queued jobs is refused with 503 (Overloaded) at once.
+        A caller that goes away does not cancel work others wait for; work
+        nobody waits for any more is dropped unless it has started.
         """
-        future = self._inflight.get(key)
-        if future is None:
+        job = self._inflight.get(keys[0])
+        if job is None:
+            if any(key in self._inflight for key in keys):
+                raise ValueError("part of this work is in flight in another job")
             if priority <= ON_DEMAND and len(self._queued_on_demand) >= self.max_pending:
                 raise Overloaded(f"{len(self._queued_on_demand)} requests are waiting for work")
             future = asyncio.get_running_loop().create_future()
-            self._inflight[key] = future
-            future.add_done_callback(lambda _f: self._inflight.pop(key, None))
+            job = _Job(priority, next(self._sequence), keys, fn, args, future)
+            for key in keys:
+                self._inflight[key] = job
+            future.add_done_callback(lambda _f: self._forget(keys))
             future.add_done_callback(_consume_exception)
-        if priority <= ON_DEMAND and key not in self._running:
-            self._queued_on_demand.add(key)
-            future.add_done_callback(lambda _f: self._queued_on_demand.discard(key))
-        self._queue.put_nowait(_Job(priority, next(self._sequence), key, fn, args, future))
-        self._waiters[key] = self._waiters.get(key, 0) + 1
+        future = job.future
+        # Queued once per caller: at a higher priority it runs sooner, and
+        # the dispatcher skips the copies of work done or running.
+        self._queue.put_nowait(replace(job, priority=priority, sequence=next(self._sequence)))
+        if priority <= ON_DEMAND and not self._running.intersection(job.keys):
+            self._queued_on_demand.add(future)
+            future.add_done_callback(lambda f: self._queued_on_demand.discard(f))
+        self._waiters[future] = self._waiters.get(future, 0) + 1
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
-            if not future.done() and self._waiters.get(key, 0) <= 1 and key not in self._running:
+            if (
+                not future.done()
+                and self._waiters.get(future, 0) <= 1
+                and not self._running.intersection(job.keys)
+            ):
                 future.cancel()  # nobody waits for it and it has not started: drop it
             raise
         finally:
-            self._waiters[key] -= 1
-            if self._waiters[key] <= 0:
-                del self._waiters[key]
+            self._waiters[future] -= 1
+            if self._waiters[future] <= 0:
+                del self._waiters[future]
+
+    def _forget(self, keys: tuple[Hashable, ...]) -> None:
+        for key in keys:
+            self._inflight.pop(key, None)
 
     async def prepare(self, source: SourceRef, cache_dir: str) -> PreparedSource:
         """Exact rate, channels and length of a source (converted once if needed)."""
         known = self._prepared.get(source.key)
         if known is None:
             known = await self.run(
-                ("prepare", source.key), PREPARE, run_job, "prepare", source, cache_dir
+                (("prepare", source.key),), PREPARE, run_job, "prepare", source, cache_dir
             )
             self._prepared[source.key] = known
         return known
@@ -347,40 +379,56 @@ class Production:
         for _, key in sorted(idle, key=lambda item: item[0])[:excess]:
             del self._streams[key]
 
+    def _unit_key(self, state: StreamState, unit: range) -> Hashable:
+        return ("unit", *state.spec.segment_key(state.rendition, unit[0]))
+
     async def segment(self, state: StreamState, index: int, priority: int = ON_DEMAND) -> int:
         """Make sure one segment is in the cache (producing it if missing); returns its size.
 
         Segments are produced by encode unit (`SegmentPlan.encode_units`): the
-        unit's other segments are made and listed with it.
+        unit's other segments are made and listed with it. A unit in a lane's
+        run that is on its way is waited for, not produced again.
         """
-        key = state.spec.segment_key(state.rendition, index)
-        path = self.cache.get(*key)
-        sizes = None
+        path = self.cache.get(*state.spec.segment_key(state.rendition, index))
         if path is not None:
             try:
-                sizes = {index: path.stat().st_size}
+                size = path.stat().st_size
             except FileNotFoundError:
                 pass  # evicted just now: produce it again
-        if sizes is None:
-            unit = state.unit_of(index)
-            unit_key = ("unit", *state.spec.segment_key(state.rendition, unit[0]))
-            started = time.monotonic()
-            first_caller = unit_key not in self._inflight  # the one that counts the production
-            sizes, produced = await self.run(
-                unit_key, priority, run_job, "produce_segment", state.spec, state.rendition, index
-            )
-            if produced and first_caller:  # not when another process made it first
-                self.produced += len(sizes)
-                if self.on_segment is not None:  # each segment of the unit took this long
-                    for _ in sizes:
-                        self.on_segment(state.rendition, time.monotonic() - started)
+            else:
+                await self._stored_sizes(state, {index: size})
+                return size
+        sizes = await self._produce(state, [state.unit_of(index)], priority)
+        return int(sizes[index])
+
+    async def _produce(
+        self, state: StreamState, units: list[range], priority: int
+    ) -> dict[int, int]:
+        """Produce `units` (in one job: one ffmpeg, `hls.jobs.produce_units`); the sizes
+        of the segments made or found."""
+        keys = tuple(self._unit_key(state, unit) for unit in units)
+        started = time.monotonic()
+        first_caller = keys[0] not in self._inflight  # the one that counts the production
+        sizes, produced = await self.run(
+            keys, priority, run_job, "produce_units",
+            state.spec, state.rendition, [unit[0] for unit in units],
+        )  # fmt: skip
+        if produced and first_caller:  # not when another process made them first
+            self.produced += len(sizes)
+            if self.on_segment is not None:  # each segment of the job took this long
+                for _ in sizes:
+                    self.on_segment(state.rendition, time.monotonic() - started)
+        await self._stored_sizes(state, sizes)
+        return dict(sizes)
+
+    async def _stored_sizes(self, state: StreamState, sizes: dict[int, int]) -> None:
+        """Segments are in the cache: list them, count them for the LRU."""
         for made, size in sizes.items():
             self.index.touch(state.spec.segment_key(state.rendition, made), size)
             if made not in state.done:
                 state.mark_done(made)
         if self.index.total_bytes > self.index.max_bytes:
             await asyncio.to_thread(self.index.evict)
-        return int(sizes[index])
 
     async def segment_bytes(self, state: StreamState, index: int) -> bytes:
         """The bytes of one segment, produced first if missing (again if evicted meanwhile)."""
@@ -396,14 +444,11 @@ class Production:
     async def _stored(self, state: StreamState, index: int) -> None:
         """Return once segment `index` is in the cache, producing its unit if needed.
 
-        The first segment of a pair is stored as soon as it is encoded, while
-        the encoder goes on with the second: a listener waiting for it is
+        A segment is stored as soon as it is encoded, while its job goes on
+        with the rest of its unit or run: a listener waiting for it is
         answered then (the cache is looked at every `EARLY_POLL_SECONDS`),
-        and the unit's production finishes on its own.
+        and the job finishes on its own.
         """
-        if index == state.unit_of(index)[-1]:  # nothing of its unit comes after it
-            await self.segment(state, index, ON_DEMAND)
-            return
         production = asyncio.ensure_future(self.segment(state, index, ON_DEMAND))
         try:
             while not (await asyncio.wait({production}, timeout=EARLY_POLL_SECONDS))[0]:
@@ -432,9 +477,9 @@ class Production:
 
         The encode units with a missing segment are cut into `workers`
         contiguous runs, each produced in order by its own lane (`Lanes`).
-        A lane submits its next unit when its last one is done, so the
+        A lane submits its next units when its last job is done, so the
         worker that just finished (and still holds the previous window's
-        rendering) takes it: each window is rendered about once.
+        rendering) takes them: each window is rendered about once.
         """
         units = [unit for unit in state.units if any(i not in state.done for i in unit)]
         lanes = Lanes.split(
@@ -443,29 +488,36 @@ class Production:
         await asyncio.gather(*(self._lane(state, lanes, lane) for lane in range(self.workers)))
 
     async def _lane(self, state: StreamState, lanes: Lanes, lane: int) -> None:
-        while (unit := lanes.take(lane, time.monotonic())) is not None:
+        while units := lanes.take(lane, time.monotonic()):
             if state.error is not None:
                 return
             if time.monotonic() - state.last_access > self.idle_seconds:
                 return  # nobody has asked for a while: resume on the next request
-            missing = [i for i in unit if i not in state.done]
+            missing = [unit for unit in units if any(i not in state.done for i in unit)]
             if not missing:
                 continue
+            # A unit some listener has asked for is already on its way: waited for after.
+            asked = [unit for unit in missing if self._unit_key(state, unit) in self._inflight]
+            own = [unit for unit in missing if unit not in asked]
             started = time.monotonic()
-            lanes.busy[lane] = (unit, started)
+            lanes.busy[lane] = (missing, started)
             try:
-                await self.segment(state, missing[0], BACKGROUND)
+                if own:
+                    await self._produce(state, own, BACKGROUND)
+                for unit in [*asked, *own]:
+                    if any(i not in state.done for i in unit):  # left out by another producer
+                        await self.segment(state, unit[0], BACKGROUND)
             except Exception as exc:
                 log.warning(
                     "background production of %s/%s stopped at segment %d: %s",
-                    state.spec.source.key, state.rendition, missing[0], exc,
+                    state.spec.source.key, state.rendition, missing[0][0], exc,
                 )  # fmt: skip
                 state.error = exc
                 state.changed.set()
                 return
             finally:
                 lanes.busy[lane] = None
-            lanes.record(lane, unit, time.monotonic() - started)
+            lanes.record(lane, missing, time.monotonic() - started)
 
     async def wait_listed(self, state: StreamState, count: int, timeout: float) -> None:
         """Return once `count` segments are listed, the stream is complete, or `timeout` passes."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from hls.production import Lanes
+from hls.production import MAX_RUN_UNITS, Lanes
 
 SECOND = 44100
 UNIT = 60 * SECOND  # a pair of 30 s segments
@@ -19,14 +19,28 @@ def test_runs_are_contiguous_halves_of_the_audio() -> None:
     assert [list(q) for q in lanes.queues] == [units(4, 6, 8), units(10, 12, 14)]
 
 
+def test_a_lane_takes_its_run_but_the_last_unit_at_once_up_to_a_limit() -> None:
+    starts = range(4, 4 + 2 * (MAX_RUN_UNITS + 2), 2)
+    lanes = Lanes([deque(units(*starts)), deque()], lambda u: UNIT)
+    assert lanes.take(0, 0.0) == units(*starts[:MAX_RUN_UNITS])
+    assert lanes.take(0, 1.0) == units(starts[MAX_RUN_UNITS])  # kept back: the last unit
+    assert lanes.take(0, 2.0) == units(starts[MAX_RUN_UNITS + 1])
+    assert lanes.take(0, 3.0) == [] and lanes.take(1, 3.0) == []
+
+
 def test_each_lane_goes_forward_then_takes_the_back_half_of_the_longest_run() -> None:
-    lanes = Lanes([deque([range(4, 6)]), deque(units(6, 8, 10, 12))], lambda u: UNIT)
-    assert lanes.take(0, 0.0) == range(4, 6)
-    assert lanes.take(1, 0.0) == range(6, 8)
-    assert lanes.take(0, 1.0) == range(12, 14)  # stolen: the back half of [8, 10, 12]
-    assert lanes.take(0, 2.0) == range(10, 12)  # the back half of [8, 10]
-    assert lanes.take(1, 2.0) == range(8, 10)
-    assert lanes.take(0, 3.0) is None and lanes.take(1, 3.0) is None
+    lanes = Lanes([deque([range(4, 6)]), deque(units(6, 8, 10, 12, 14))], lambda u: UNIT)
+    assert lanes.take(0, 0.0) == units(4)
+    assert lanes.take(1, 0.0) == units(6, 8, 10, 12)
+    assert lanes.take(0, 1.0) == units(14)  # stolen: the back half of [14]
+    assert lanes.take(0, 2.0) == [] and lanes.take(1, 2.0) == []
+    lanes = Lanes([deque([range(4, 6)]), deque(units(6, 8, 10, 12, 14))], lambda u: UNIT)
+    assert lanes.take(0, 0.0) == units(4)
+    assert lanes.take(0, 1.0) == units(12)  # stolen: the back half of [6, 8, 10, 12, 14] ...
+    assert lanes.take(0, 2.0) == units(14)  # ... run in order, the last unit alone
+    assert lanes.take(1, 2.0) == units(6, 8)
+    assert lanes.take(1, 3.0) == units(10)
+    assert lanes.take(0, 4.0) == [] and lanes.take(1, 4.0) == []
 
 
 def test_a_fast_lane_takes_the_slow_lanes_last_unit_so_that_both_end_together() -> None:
@@ -37,19 +51,19 @@ def test_a_fast_lane_takes_the_slow_lanes_last_unit_so_that_both_end_together() 
     short = range(16, 18)
     sizes = {range(6, 8): UNIT, range(8, 10): UNIT, range(14, 16): UNIT, short: 45 * SECOND}
     lanes = Lanes([deque([range(8, 10)]), deque([short])], sizes.__getitem__)
-    lanes.record(0, range(6, 8), 1.6)
-    lanes.record(1, range(14, 16), 1.15)
-    lanes.busy[0] = (range(6, 8), 2.29)
-    assert lanes.take(1, 3.63) == range(8, 10)
+    lanes.record(0, units(6), 1.6)
+    lanes.record(1, units(14), 1.15)
+    lanes.busy[0] = (units(6), 2.29)
+    assert lanes.take(1, 3.63) == units(8)
     lanes.busy[0] = None
-    assert lanes.take(0, 3.89) == short
-    assert lanes.take(0, 5.0) is None and lanes.take(1, 5.3) is None
+    assert lanes.take(0, 3.89) == [short]
+    assert lanes.take(0, 5.0) == [] and lanes.take(1, 5.3) == []
 
 
 def test_lanes_at_the_same_pace_keep_their_own_units() -> None:
     lanes = Lanes([deque(units(8)), deque(units(16))], lambda u: UNIT)
-    lanes.record(0, range(6, 8), 1.2)
-    lanes.record(1, range(14, 16), 1.2)
-    lanes.busy[0] = (range(6, 8), 3.0)
-    assert lanes.take(1, 3.6) == range(16, 18)  # swapping would gain nothing
-    assert lanes.take(1, 4.8) == range(8, 10)  # ... and an idle lane still steals
+    lanes.record(0, units(6), 1.2)
+    lanes.record(1, units(14), 1.2)
+    lanes.busy[0] = (units(6), 3.0)
+    assert lanes.take(1, 3.6) == units(16)  # swapping would gain nothing
+    assert lanes.take(1, 4.8) == units(8)  # ... and an idle lane still steals
