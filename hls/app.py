@@ -249,10 +249,10 @@ async def live_playlist(
             production.request_soon(state, index)
         await production.wait_listed(state, msn + 1, settings.blocking_reload_seconds)
     if state.listed == 0:
-        await production.segment(state, 0, ON_DEMAND)
-        # Background work starts only now: segment 0, which the listener waits
-        # for, has both cores to itself (the analysis runs on all of them).
+        first = asyncio.ensure_future(production.segment(state, 0, ON_DEMAND))
+        await asyncio.sleep(0)  # segment 0 is queued first: it has the first worker
         production.ensure_background(state)
+        await first
     body = playlist.media_playlist(state.plan, state.listed, complete=state.complete, live=True)
     return _text(body, M3U8, PLAYLIST_CACHE if state.complete else LIVE_CACHE)
 

@@ -504,6 +504,7 @@ class Production:
             try:
                 if own:
                     await self._produce(state, own, BACKGROUND)
+                    lanes.record(lane, own, time.monotonic() - started)  # its own pace only
                 for unit in [*asked, *own]:
                     if any(i not in state.done for i in unit):  # left out by another producer
                         await self.segment(state, unit[0], BACKGROUND)
@@ -517,7 +518,6 @@ class Production:
                 return
             finally:
                 lanes.busy[lane] = None
-            lanes.record(lane, missing, time.monotonic() - started)
 
     async def wait_listed(self, state: StreamState, count: int, timeout: float) -> None:
         """Return once `count` segments are listed, the stream is complete, or `timeout` passes."""
