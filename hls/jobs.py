@@ -184,33 +184,45 @@ def produce_units(
     made = False
     try:
         renderer = renderer_for(spec, source)
-        for unit in missing:
-            if unit not in encoder.units:  # the next run
-                encoder = UnitEncoder(plan, RENDITIONS[rendition], runs.pop(1), source.channels)
-            with cache.lock(*keys[unit[0]]):
-                found = _cached_sizes(cache, {i: keys[i] for i in unit})
-                if found is not None:  # another process made it meanwhile
-                    sizes.update(found)
-                    encoder.abort()
-                    break
-
-                def store(encoded: EncodedSegment) -> None:
-                    data = fmp4.media_segment(
-                        encoded.index + 1, encoded.base_decode_time, encoded.packets
-                    )
-                    cache.write(keys[encoded.index], data)
-                    sizes[encoded.index] = len(data)
-
-                # A segment is stored as soon as it is encoded (a listener who
-                # asked for the first of a pair need not wait for the second).
-                for encoded in encoder.encode(renderer, store):
-                    if encoded.index not in sizes:
-                        store(encoded)
-                made = True
+        for number, run in enumerate(runs):
+            if number:
+                encoder = UnitEncoder(plan, RENDITIONS[rendition], run, source.channels)
+            for unit in run:
+                with cache.lock(*keys[unit[0]]):
+                    found = _cached_sizes(cache, {i: keys[i] for i in unit})
+                    if found is not None:  # another producer is ahead on this run
+                        sizes.update(found)
+                        encoder.abort()
+                        return sizes, made
+                    _encode_and_store(encoder, renderer, cache, keys, sizes)
+                    made = True
     except BaseException:
         encoder.abort()
         raise
     return sizes, made
+
+
+def _encode_and_store(
+    encoder: UnitEncoder,
+    renderer: Renderer,
+    cache: DiskCache,
+    keys: dict[int, tuple[str, ...]],
+    sizes: dict[int, int],
+) -> None:
+    """Encode the encoder's next unit and cache its segments; adds their sizes to `sizes`.
+
+    A segment is stored as soon as it is encoded (a listener who asked for
+    the first of a pair need not wait for the second).
+    """
+
+    def store(encoded: EncodedSegment) -> None:
+        data = fmp4.media_segment(encoded.index + 1, encoded.base_decode_time, encoded.packets)
+        cache.write(keys[encoded.index], data)
+        sizes[encoded.index] = len(data)
+
+    for encoded in encoder.encode(renderer, store):
+        if encoded.index not in sizes:
+            store(encoded)
 
 
 def _cached_sizes(cache: DiskCache, keys: dict[int, tuple[str, ...]]) -> dict[int, int] | None:
