@@ -263,7 +263,9 @@ class AacEncodes:
         cuts = list(itertools.accumulate(lengths))[:-1]
         argv_for = partial(aac_argv, rate, channels, bitrate, cuts=cuts)
         self.encoder = Encoder(argv_for, "AAC encoding", len(lengths))
-        self.packets: list[list[Packet]] = [[] for _ in lengths]
+        self.packets: list[list[Packet]] = [[] for _ in lengths]  # until handed over
+        self._counts = [0] * len(lengths)
+        self._handed: list[bool] = [False] * len(lengths)
         self._splitters = [AdtsSplitter() for _ in lengths]
         self._listeners: list[Callable[[list[Packet]], None] | None] = [None] * len(lengths)
         self._arrived = threading.Condition()
@@ -274,12 +276,14 @@ class AacEncodes:
         new = self._splitters[i].feed(data)
         if not new:
             return
-        with self._arrived:
-            self.packets[i].extend(Packet(p, FRAME_SAMPLES) for p in new)
+        with self._arrived:  # the listener too: `encode` returns only after it is done
+            self._counts[i] += len(new)
+            if not self._handed[i]:  # else only counted: the held-back packets nobody keeps
+                self.packets[i].extend(Packet(p, FRAME_SAMPLES) for p in new)
+                listener = self._listeners[i]
+                if listener is not None:
+                    listener(self.packets[i])
             self._arrived.notify_all()
-        listener = self._listeners[i]
-        if listener is not None:
-            listener(self.packets[i])
 
     def encode(
         self,
@@ -309,7 +313,7 @@ class AacEncodes:
                 if self.encoder.proc.poll() is not None or time.monotonic() > deadline:
                     break
                 self._arrived.wait(0.1)
-            packets = list(self.packets[i])
+            packets, self.packets[i], self._handed[i] = self.packets[i], [], True
         if len(packets) < expected:
             self._finish()  # raises what went wrong
             raise EncodeError(f"AAC input {i}: {len(packets)} packets out, expected {expected}")
@@ -319,9 +323,9 @@ class AacEncodes:
         self.encoder.finish()
         for i, (splitter, length) in enumerate(zip(self._splitters, self.lengths, strict=True)):
             splitter.close()
-            if len(self.packets[i]) != aac_packet_count(length):
+            if self._counts[i] != aac_packet_count(length):
                 raise EncodeError(
-                    f"AAC encoder gave {len(self.packets[i])} packets for input {i},"
+                    f"AAC encoder gave {self._counts[i]} packets for input {i},"
                     f" expected {aac_packet_count(length)}"
                 )
 

@@ -137,13 +137,10 @@ def test_a_unit_of_a_shared_encoder_is_out_before_the_next_input() -> None:
     head = shared.encode([first])
     assert time.monotonic() - started < 5
     assert len(head) == aac_packet_count(len(first)) - AacEncodes.HELD_BACK
-    tail = shared.encode([second])
-    assert len(shared.packets[0]) == aac_packet_count(len(first))
-    assert head == shared.packets[0][: len(head)]
-    assert [p.data for p in shared.packets[0]] == [
-        p.data for p in encode_aac(first, 44100, 256_000)
-    ]
-    assert [p.data for p in tail] == [p.data for p in encode_aac(second, 44100, 256_000)]
+    tail = shared.encode([second])  # the last: all of its packets
+    alone = [encode_aac(x, 44100, 256_000) for x in (first, second)]
+    assert [p.data for p in head] == [p.data for p in alone[0][: len(head)]]
+    assert [p.data for p in tail] == [p.data for p in alone[1]]
 
 
 def test_the_first_segment_of_a_unit_is_handed_over_while_the_second_encodes(
