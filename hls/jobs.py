@@ -140,7 +140,7 @@ def renderer_for(spec: StreamSpec, source: AudioSource | None = None) -> Rendere
     return renderer
 
 
-def produce_segment(spec: StreamSpec, rendition: str, index: int) -> tuple[dict[int, int], bool]:
+def produce_segment(spec: StreamSpec, rendition: str, index: int) -> tuple[dict[int, int], int]:
     """Render, encode, package and cache the encode unit that holds segment `index`
     (`produce_units`)."""
     return produce_units(spec, rendition, [index])
@@ -148,12 +148,12 @@ def produce_segment(spec: StreamSpec, rendition: str, index: int) -> tuple[dict[
 
 def produce_units(
     spec: StreamSpec, rendition: str, indices: list[int]
-) -> tuple[dict[int, int], bool]:
+) -> tuple[dict[int, int], int]:
     """Render, encode, package and cache the encode units that hold `indices`, in order,
     through one ffmpeg (`UnitEncoder`).
 
-    Returns the size in bytes of each segment made or found, and whether
-    any was made here. Each unit's lock (its first segment's) makes
+    Returns the size in bytes of each segment made or found, and how many
+    were made here. Each unit's lock (its first segment's) makes
     processes sharing the cache produce it once: a second producer waits,
     then finds it made, and stops there (the other producer is ahead of it
     on this run; what it has not made is left out of the result). The
@@ -177,11 +177,11 @@ def produce_units(
         else:
             sizes.update(found)
     if not missing:
-        return sizes, False
+        return sizes, 0
     runs = UnitEncoder.runs(plan, RENDITIONS[rendition], missing)
     # ffmpeg starts (~50 ms) while the track is analysed and the windows rendered.
     encoder = UnitEncoder(plan, RENDITIONS[rendition], runs[0], source.channels)
-    made = False
+    made = 0
     try:
         renderer = renderer_for(spec, source)
         for number, run in enumerate(runs):
@@ -195,7 +195,7 @@ def produce_units(
                         encoder.abort()
                         return sizes, made
                     _encode_and_store(encoder, renderer, cache, keys, sizes)
-                    made = True
+                    made += len(unit)
     except BaseException:
         encoder.abort()
         raise

@@ -409,14 +409,14 @@ class Production:
         keys = tuple(self._unit_key(state, unit) for unit in units)
         started = time.monotonic()
         first_caller = keys[0] not in self._inflight  # the one that counts the production
-        sizes, produced = await self.run(
+        sizes, made = await self.run(
             keys, priority, run_job, "produce_units",
             state.spec, state.rendition, [unit[0] for unit in units],
         )  # fmt: skip
-        if produced and first_caller:  # not when another process made them first
-            self.produced += len(sizes)
+        if first_caller:  # only what was made here (another process may have made some)
+            self.produced += made
             if self.on_segment is not None:  # each segment of the job took this long
-                for _ in sizes:
+                for _ in range(made):
                     self.on_segment(state.rendition, time.monotonic() - started)
         await self._stored_sizes(state, sizes)
         return dict(sizes)

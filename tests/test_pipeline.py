@@ -7,6 +7,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from processing.encode import (
 )
 from processing.errors import DecodeError
 from processing.render import EncodedSegment, encode_unit
+from storage.cache import DiskCache
 from storage.catalog import Catalog
 from tests.conftest import synth_program
 from tests.helpers import decode
@@ -116,7 +118,7 @@ def test_units_encoded_together_are_the_bytes_of_units_encoded_alone(
     units = plan.encode_units(RENDITIONS[rendition].segments_per_encode)
     assert len(units) >= 5
     sizes, made = jobs.produce_units(together, rendition, [u[0] for u in units])
-    assert made and sorted(sizes) == list(range(len(plan)))
+    assert made == len(plan) and sorted(sizes) == list(range(len(plan)))
     jobs._renderers.clear()  # as if another process
     for unit in reversed(units):
         jobs.produce_segment(alone, rendition, unit[-1])
@@ -125,6 +127,38 @@ def test_units_encoded_together_are_the_bytes_of_units_encoded_alone(
         b = Path(alone.cache_dir).joinpath(*alone.segment_key(rendition, index))
         assert a.read_bytes() == b.read_bytes(), index
         assert sizes[index] == a.stat().st_size
+
+
+def test_a_run_stops_where_another_producer_is_ahead_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process stores the run's second unit while this one encodes
+    # the first: the run stops there (its ffmpeg too) and leaves the rest.
+    src = tmp_path / "src.flac"
+    sf.write(src, synth_program(27.0), 44100)
+    spec, other = spec_for(src, tmp_path / "a", "punchy"), spec_for(src, tmp_path / "b", "punchy")
+    info = jobs.prepare(spec.source, spec.cache_dir)
+    units = jobs.plan_for(spec, info.length, info.rate).encode_units(2)[1:4]
+    jobs.produce_segment(other, "aac", units[1][0])
+    made_elsewhere = {
+        i: Path(other.cache_dir).joinpath(*other.segment_key("aac", i)).read_bytes()
+        for i in units[1]
+    }
+    encode_and_store = jobs._encode_and_store
+
+    def then_the_other_producer(*args: Any) -> None:
+        encode_and_store(*args)
+        for i, data in made_elsewhere.items():
+            DiskCache(tmp_path / "a").write(spec.segment_key("aac", i), data)
+
+    monkeypatch.setattr(jobs, "_encode_and_store", then_the_other_producer)
+    jobs._renderers.clear()
+    sizes, made = jobs.produce_units(spec, "aac", [u[0] for u in units])
+    assert made == len(units[0])
+    assert sorted(sizes) == [*units[0], *units[1]]
+    assert not any(
+        Path(spec.cache_dir).joinpath(*spec.segment_key("aac", i)).exists() for i in units[2]
+    )
 
 
 def test_a_unit_of_a_shared_encoder_is_out_before_the_next_input() -> None:
