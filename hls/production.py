@@ -167,9 +167,9 @@ class Lanes:
 
         Its run but its last unit, up to MAX_RUN_UNITS (one ffmpeg start-up
         for all); the last unit alone, so that the lanes can still even out
-        at the end; a single unit too while the lane's pace is not measured
-        yet (the content of a run sets its pace: 20 and 27 ms per second of
-        audio on the two halves of the peer benchmark's track).
+        at the end, at the pace measured on their first jobs (the content of
+        a run sets its pace: 20 and 27 ms per second of audio on the two
+        halves of the peer benchmark's track).
         """
         own = self.queues[lane]
         if len(own) == 1:
@@ -182,7 +182,7 @@ class Lanes:
                 return []
             stolen = [longest.pop() for _ in range(max(len(longest) // 2, 1))]
             own.extend(reversed(stolen))
-        count = min(max(len(own) - 1, 1), MAX_RUN_UNITS) if self.pace[lane] is not None else 1
+        count = min(max(len(own) - 1, 1), MAX_RUN_UNITS)
         return [own.popleft() for _ in range(count)]
 
     def _finish(self, lane: int, now: float, pace: float) -> float:

@@ -20,28 +20,22 @@ def test_runs_are_contiguous_halves_of_the_audio() -> None:
 
 
 def test_a_lane_takes_its_run_but_the_last_unit_at_once_up_to_a_limit() -> None:
-    starts = range(2, 4 + 2 * (MAX_RUN_UNITS + 2), 2)
+    starts = range(4, 4 + 2 * (MAX_RUN_UNITS + 2), 2)
     lanes = Lanes([deque(units(*starts)), deque()], lambda u: UNIT)
-    assert lanes.take(0, 0.0) == units(2)  # its pace is not known yet: one unit
-    lanes.record(0, units(2), 1.2)
-    assert lanes.take(0, 1.0) == units(*starts[1 : MAX_RUN_UNITS + 1])
-    assert lanes.take(0, 2.0) == units(starts[MAX_RUN_UNITS + 1])  # kept back: the last unit
-    assert lanes.take(0, 3.0) == units(starts[MAX_RUN_UNITS + 2])
-    assert lanes.take(0, 4.0) == [] and lanes.take(1, 4.0) == []
+    assert lanes.take(0, 0.0) == units(*starts[:MAX_RUN_UNITS])
+    assert lanes.take(0, 1.0) == units(starts[MAX_RUN_UNITS])  # kept back: the last unit
+    assert lanes.take(0, 2.0) == units(starts[MAX_RUN_UNITS + 1])
+    assert lanes.take(0, 3.0) == [] and lanes.take(1, 3.0) == []
 
 
 def test_each_lane_goes_forward_then_takes_the_back_half_of_the_longest_run() -> None:
     run = range(6, 6 + 2 * (MAX_RUN_UNITS + 1), 2)
     lanes = Lanes([deque([range(4, 6)]), deque(units(*run))], lambda u: UNIT)
-    lanes.record(0, units(2), 1.2)
-    lanes.record(1, units(2), 1.2)
     assert lanes.take(0, 0.0) == units(4)
     assert lanes.take(1, 0.0) == units(*run[:-1])
     assert lanes.take(0, 1.0) == units(run[-1])  # stolen: the back half of the one left
     assert lanes.take(0, 2.0) == [] and lanes.take(1, 2.0) == []
     lanes = Lanes([deque([range(4, 6)]), deque(units(6, 8, 10, 12, 14))], lambda u: UNIT)
-    lanes.record(0, units(2), 1.2)
-    lanes.record(1, units(2), 1.2)
     assert lanes.take(0, 0.0) == units(4)
     assert lanes.take(0, 1.0) == units(12)  # stolen: the back half of [6, 8, 10, 12, 14] ...
     assert lanes.take(0, 2.0) == units(14)  # ... run in order, the last unit alone
