@@ -27,6 +27,7 @@ from processing.encode import (
     to_pcm24,
 )
 from processing.errors import DecodeError
+from processing.plan import SegmentPlan
 from processing.render import EncodedSegment, encode_unit
 from storage.cache import DiskCache
 from storage.catalog import Catalog
@@ -51,6 +52,15 @@ def assemble(spec: StreamSpec, rendition: str, out: Path) -> tuple[int, int]:
         )
     out.write_bytes(b"".join(parts))
     return info.length, info.channels
+
+
+def twin_specs(tmp_path: Path, seconds: float) -> tuple[StreamSpec, StreamSpec, SegmentPlan]:
+    """Two punchy specs of one synthetic track, each with a cache of its own, and its plan."""
+    src = tmp_path / "src.flac"
+    sf.write(src, synth_program(seconds), 44100)
+    a, b = spec_for(src, tmp_path / "a", "punchy"), spec_for(src, tmp_path / "b", "punchy")
+    info = jobs.prepare(a.source, a.cache_dir)
+    return a, b, jobs.plan_for(a, info.length, info.rate)
 
 
 @pytest.mark.parametrize(("channels", "preset"), [(1, "original"), (2, "original"), (2, "punchy")])
@@ -82,14 +92,8 @@ def test_aac_rendition_decodes_to_source_length_plus_priming(tmp_path: Path) -> 
 
 
 def test_segments_are_identical_in_any_order_and_process(tmp_path: Path) -> None:
-    src = tmp_path / "src.flac"
-    sf.write(src, synth_program(14.0), 44100)
-    forward, backward = (
-        spec_for(src, tmp_path / "a", "punchy"),
-        spec_for(src, tmp_path / "b", "punchy"),
-    )
-    info = jobs.prepare(forward.source, forward.cache_dir)
-    count = len(jobs.plan_for(forward, info.length, info.rate))
+    forward, backward, plan = twin_specs(tmp_path, 14.0)
+    count = len(plan)
     for index in range(count):
         jobs.produce_segment(forward, "aac", index)
     jobs._renderers.clear()  # as if another process
@@ -107,14 +111,7 @@ def test_units_encoded_together_are_the_bytes_of_units_encoded_alone(
 ) -> None:
     # One ffmpeg for a run of units (the ramp, pairs, the track's end) gives
     # each segment the bytes of one ffmpeg per unit, in reverse order.
-    src = tmp_path / "src.flac"
-    sf.write(src, synth_program(27.0), 44100)
-    together, alone = (
-        spec_for(src, tmp_path / "a", "punchy"),
-        spec_for(src, tmp_path / "b", "punchy"),
-    )
-    info = jobs.prepare(together.source, together.cache_dir)
-    plan = jobs.plan_for(together, info.length, info.rate)
+    together, alone, plan = twin_specs(tmp_path, 27.0)
     units = plan.encode_units(RENDITIONS[rendition].segments_per_encode)
     assert len(units) >= 5
     sizes, made = jobs.produce_units(together, rendition, [u[0] for u in units])
@@ -134,11 +131,8 @@ def test_a_run_stops_where_another_producer_is_ahead_of_it(
 ) -> None:
     # Another process stores the run's second unit while this one encodes
     # the first: the run stops there (its ffmpeg too) and leaves the rest.
-    src = tmp_path / "src.flac"
-    sf.write(src, synth_program(27.0), 44100)
-    spec, other = spec_for(src, tmp_path / "a", "punchy"), spec_for(src, tmp_path / "b", "punchy")
-    info = jobs.prepare(spec.source, spec.cache_dir)
-    units = jobs.plan_for(spec, info.length, info.rate).encode_units(2)[1:4]
+    spec, other, plan = twin_specs(tmp_path, 27.0)
+    units = plan.encode_units(2)[1:4]
     jobs.produce_segment(other, "aac", units[1][0])
     made_elsewhere = {
         i: Path(other.cache_dir).joinpath(*other.segment_key("aac", i)).read_bytes()
