@@ -300,8 +300,8 @@ class AacEncodes:
         self._listeners[i] = on_packets
         count = [0]
         self.encoder.write(_counted(blocks, "<f4", count))
-        if count[0] != self.lengths[i]:
-            self.abort()
+        if count[0] != self.lengths[i]:  # ffmpeg stopped reading (its error first), or a bug
+            self._finish()
             raise EncodeError(f"AAC input {i} has {count[0]} samples, declared {self.lengths[i]}")
         if i + 1 == len(self.lengths):
             self._finish()

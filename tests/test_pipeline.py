@@ -26,7 +26,7 @@ from processing.encode import (
     split_adts,
     to_pcm24,
 )
-from processing.errors import DecodeError
+from processing.errors import DecodeError, EncodeError
 from processing.plan import SegmentPlan
 from processing.render import EncodedSegment, encode_unit
 from storage.cache import DiskCache
@@ -169,6 +169,14 @@ def test_a_unit_of_a_shared_encoder_is_out_before_the_next_input() -> None:
     alone = [encode_aac(x, 44100, 256_000) for x in (first, second)]
     assert [p.data for p in head] == [p.data for p in alone[0][: len(head)]]
     assert [p.data for p in tail] == [p.data for p in alone[1]]
+
+
+def test_a_shared_encoder_that_dies_is_a_clear_error() -> None:
+    pcm = synth_program(4.0)
+    shared = AacEncodes(44100, 2, 256_000, [64 * 1024, 64 * 1024])
+    shared.encoder.proc.kill()
+    with pytest.raises(EncodeError, match="AAC encoding failed with exit code -9"):
+        shared.encode([pcm[: 64 * 1024]])
 
 
 def test_the_first_segment_of_a_unit_is_handed_over_while_the_second_encodes(
