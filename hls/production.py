@@ -134,6 +134,8 @@ class Lanes:
 
     queues: list[deque[range]]
     samples: Callable[[range], int]
+    # Of a job's units, the samples already made and when the last was (time.monotonic).
+    made: Callable[[list[range]], tuple[int, float] | None] = lambda units: None
     pace: list[float | None] = field(init=False)  # seconds per sample, measured per lane
     busy: list[tuple[list[range], float] | None] = field(init=False)  # units in progress, start
     _measured: list[tuple[float, int]] = field(init=False)  # seconds and samples so far
@@ -144,7 +146,13 @@ class Lanes:
         self._measured = [(0.0, 0)] * len(self.queues)
 
     @classmethod
-    def split(cls, units: list[range], lanes: int, samples: Callable[[range], int]) -> Lanes:
+    def split(
+        cls,
+        units: list[range],
+        lanes: int,
+        samples: Callable[[range], int],
+        made: Callable[[list[range]], tuple[int, float] | None] = lambda units: None,
+    ) -> Lanes:
         """Contiguous runs of about equal audio (not counts: the ramp's segments are short)."""
         total = sum(samples(unit) for unit in units)
         runs: list[deque[range]] = [deque() for _ in range(lanes)]
@@ -153,7 +161,7 @@ class Lanes:
             middle = done + samples(unit) // 2
             runs[min(middle * lanes // max(total, 1), lanes - 1)].append(unit)
             done += samples(unit)
-        return cls(runs, samples)
+        return cls(runs, samples, made)
 
     def record(self, lane: int, units: list[range], seconds: float) -> None:
         """`lane` produced `units` in `seconds`."""
@@ -167,9 +175,9 @@ class Lanes:
 
         Its run but its last unit, up to MAX_RUN_UNITS (one ffmpeg start-up
         for all); the last unit alone, so that the lanes can still even out
-        at the end, at the pace measured on their first jobs (the content of
-        a run sets its pace: 20 and 27 ms per second of audio on the two
-        halves of the peer benchmark's track).
+        at the end, at the pace measured on each (the content of a run sets
+        its pace: 20 and 27 ms per second of audio on the two halves of the
+        peer benchmark's track).
         """
         own = self.queues[lane]
         if len(own) == 1:
@@ -194,12 +202,24 @@ class Lanes:
             left += max(sum(self.samples(u) for u in units) * pace - (now - started), 0.0)
         return now + left
 
+    def _pace(self, lane: int) -> float | None:
+        """Seconds per sample of `lane`: from its jobs done, else from the part of its
+        first job already made."""
+        busy = self.busy[lane]
+        if self.pace[lane] is not None or busy is None:
+            return self.pace[lane]
+        units, started = busy
+        made = self.made(units)
+        if made is None or made[0] <= 0:
+            return None
+        return max(made[1] - started, 0.0) / made[0]
+
     def _slower_than(self, lane: int, now: float) -> int | None:
         """A lane whose last unit `lane` should take rather than its own last one."""
         best, best_end = None, None
         own = self.queues[lane][0]
         for other, queue in enumerate(self.queues):
-            mine, theirs = self.pace[lane], self.pace[other]
+            mine, theirs = self._pace(lane), self._pace(other)
             if other == lane or not queue or mine is None or theirs is None:
                 continue
             finish = self._finish(other, now, theirs)
@@ -482,9 +502,23 @@ class Production:
         rendering) takes them: each window is rendered about once.
         """
         units = [unit for unit in state.units if any(i not in state.done for i in unit)]
-        lanes = Lanes.split(
-            units, self.workers, lambda u: state.plan[u[-1]].end - state.plan[u[0]].start
-        )
+
+        def samples(unit: range) -> int:
+            return state.plan[unit[-1]].end - state.plan[unit[0]].start
+
+        def made(units: list[range]) -> tuple[int, float] | None:
+            """Samples of `units` in the cache, and when the last was stored (monotonic)."""
+            count, last = 0, None
+            for unit in units:  # a unit's segments are stored in order: its last tells
+                key = state.spec.segment_key(state.rendition, unit[-1])
+                try:
+                    stored = self.cache.path(*key).stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                count, last = count + samples(unit), max(stored, last or stored)
+            return None if last is None else (count, time.monotonic() - (time.time() - last))
+
+        lanes = Lanes.split(units, self.workers, samples, made)
         await asyncio.gather(*(self._lane(state, lanes, lane) for lane in range(self.workers)))
 
     async def _lane(self, state: StreamState, lanes: Lanes, lane: int) -> None:

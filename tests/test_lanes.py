@@ -68,3 +68,27 @@ def test_lanes_at_the_same_pace_keep_their_own_units() -> None:
     lanes.busy[0] = (units(6), 3.0)
     assert lanes.take(1, 3.6) == units(16)  # swapping would gain nothing
     assert lanes.take(1, 4.8) == units(8)  # ... and an idle lane still steals
+
+
+def test_a_lane_busy_with_its_first_job_is_judged_by_what_it_has_made() -> None:
+    # Lane 0 is still in its first job (no pace recorded): two of its three
+    # units were made by 2.0 s, at 27 ms per second of audio. Lane 1, at 18
+    # ms, is down to its last unit (45 s) at 3.43 s: it takes lane 0's last
+    # unit (60 s), and leaves its own to lane 0.
+    ramp, short = range(1, 4), range(16, 18)
+    sizes = {ramp: 14 * SECOND, short: 45 * SECOND} | {u: UNIT for u in units(4, 6, 8, 10, 12, 14)}
+    job = [ramp, *units(4, 6)]
+    lanes = Lanes(
+        [deque(units(8)), deque([short])],
+        sizes.__getitem__,
+        lambda us: (74 * SECOND, 0.18 + 74 * 0.027) if us == job else None,
+    )
+    lanes.busy[0] = (job, 0.18)
+    lanes.record(1, units(10, 12, 14), 3.25)
+    assert lanes.take(1, 3.43) == units(8)
+    lanes.busy[0] = None
+    assert lanes.take(0, 3.6) == [short]
+    blind = Lanes([deque(units(8)), deque([short])], sizes.__getitem__)  # nothing made known
+    blind.busy[0] = (job, 0.18)
+    blind.record(1, units(10, 12, 14), 3.25)
+    assert blind.take(1, 3.43) == [short]
