@@ -235,8 +235,7 @@ def test_a_changed_source_never_serves_old_segments(tmp_path: Path) -> None:
 
 
 def test_a_cache_lock_taken_inside_another_is_refused_not_a_hang(tmp_path: Path) -> None:
-    # Keys share lock files: a nested lock could be the very file already
-    # held, which would wait for itself forever.
+    # Two threads taking two locks in opposite orders would wait for each other forever.
     cache = DiskCache(tmp_path)
     with cache.lock("segments", "a", "0.m4s"):
         with pytest.raises(RuntimeError, match="taken inside"):
@@ -244,3 +243,55 @@ def test_a_cache_lock_taken_inside_another_is_refused_not_a_hang(tmp_path: Path)
                 pass
     with cache.lock("analysis", "a", "punchy.json"):  # released: free again
         pass
+
+
+def test_cache_locks_of_different_entries_never_wait_for_each_other(tmp_path: Path) -> None:
+    # Lock files shared by hash (256 of them) made a lane wait for an unrelated
+    # unit: with one entry locked, 3000 others would have hit its file ~12 times.
+    cache = DiskCache(tmp_path)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with cache.lock("segments", "busy", "0.m4s"):
+            held.set()
+            release.wait(20)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        started = time.monotonic()
+        for n in range(3000):
+            with cache.lock("segments", "other", f"{n}.m4s"):
+                pass
+        assert time.monotonic() - started < 10  # none waited for the holder
+    finally:
+        release.set()
+        holder.join()
+    assert list((tmp_path / "locks").iterdir()) == []  # lock files go with their locks
+
+
+def test_a_cache_lock_excludes_every_other_holder_while_its_files_come_and_go(
+    tmp_path: Path,
+) -> None:
+    # Each release removes the lock file, and waiters holding the removed one
+    # must try again: never two holders at once.
+    cache = DiskCache(tmp_path)
+    inside, overlaps, entries = [0], [0], [0]
+
+    def contend() -> None:
+        for _ in range(40):
+            with cache.lock("segments", "shared", "0.m4s"):
+                inside[0] += 1
+                overlaps[0] += inside[0] > 1
+                entries[0] += 1
+                time.sleep(0.0005)
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=contend) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert entries[0] == 8 * 40 and overlaps[0] == 0
+    assert list((tmp_path / "locks").iterdir()) == []
