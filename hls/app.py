@@ -57,6 +57,11 @@ class Metrics:
         self.evictions = Gauge(
             "hls_origin_cache_evictions", "Segments evicted since start", registry=self.registry
         )
+        self.preemptions = Gauge(
+            "hls_origin_preemptions",
+            "Background jobs stopped since start so that a listener's work got a worker",
+            registry=self.registry,
+        )
         self.segment_seconds = Histogram(
             "hls_origin_segment_production_seconds",
             "Time from request to produced segment",
@@ -166,9 +171,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    index = request.app[PRODUCTION].index
-    request.app[METRICS].cache_bytes.set(index.total_bytes)
-    request.app[METRICS].evictions.set(index.evicted)
+    production = request.app[PRODUCTION]
+    request.app[METRICS].cache_bytes.set(production.index.total_bytes)
+    request.app[METRICS].evictions.set(production.index.evicted)
+    request.app[METRICS].preemptions.set(production.preempted)
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 

@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from hls import fmp4
+from hls.preemption import Preempted, requested
 from hls.streams import PreparedSource, SourceRef, StreamSpec, plan_for
 from processing import chain
 from processing.analysis import ANALYSIS_VERSION, Analysis, analyze, corrective_eq, spectral_tilt
 from processing.decode import AudioSource
 from processing.encode import RENDITIONS, encode_aac
+from processing.errors import EncodeStopped
 from processing.plan import WindowSettings
 from processing.render import (
     CHAIN_REACH,
@@ -158,8 +160,10 @@ def produce_units(
     then finds it made, and stops there (the other producer is ahead of it
     on this run; what it has not made is left out of the result). The
     renderer (and with it the track's analysis, under its own lock) is
-    ready before a unit's lock is taken: cache locks are never nested,
-    since two keys may share a lock file.
+    ready before a unit's lock is taken: a thread never holds two cache
+    locks. When the server asks the job to stop (`hls.preemption`), it
+    raises Preempted with what it made, before the next unit or within a
+    block of the current one (whose segments not yet stored are dropped).
     """
     cache = DiskCache(Path(spec.cache_dir))
     known = _renderers.get(spec)
@@ -194,10 +198,15 @@ def produce_units(
                         sizes.update(found)
                         encoder.abort()
                         return sizes, made
-                    _encode_and_store(encoder, renderer, cache, keys, sizes)
-                    made += len(unit)
-    except BaseException:
+                    stored = len(sizes)
+                    try:
+                        _encode_and_store(encoder, renderer, cache, keys, sizes)
+                    finally:  # a segment stored early counts even if the unit stops
+                        made += len(sizes) - stored
+    except BaseException as exc:
         encoder.abort()
+        if isinstance(exc, EncodeStopped):
+            raise Preempted(sizes, made) from None
         raise
     return sizes, made
 
@@ -220,7 +229,7 @@ def _encode_and_store(
         cache.write(keys[encoded.index], data)
         sizes[encoded.index] = len(data)
 
-    for encoded in encoder.encode(renderer, store):
+    for encoded in encoder.encode(renderer, store, stop=requested):
         if encoded.index not in sizes:
             store(encoded)
 

@@ -8,6 +8,9 @@
   background once its live playlist is requested; its state tells playlists
   how many segments are listed and wakes blocking reloads.
 - A client that disconnects does not cancel work that is queued or running.
+- Background work gives its worker up when a listener's work waits for one
+  (`hls.preemption`): the stopped run goes back to its lane, which resumes
+  once listeners' work is done.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hls.errors import Overloaded
+from hls.preemption import Preempted, init_worker, new_flags, run_in_slot
 from hls.streams import PreparedSource, SourceRef, StreamSpec, run_job
 from processing.plan import SegmentPlan
 from processing.renditions import RENDITIONS
@@ -38,6 +42,9 @@ MAX_PENDING = 32  # on-demand jobs waiting for a worker before new ones get 503
 IDLE_SECONDS = 120.0  # background work of a stream nobody asked for pauses after this
 MAX_STREAMS = 512  # stream states kept; idle ones past this are forgotten (rebuilt when asked)
 EARLY_POLL_SECONDS = 0.02  # how often a listener's segment is looked for while its unit encodes
+# A preempted lane resumes once no listener's work has waited for a worker this
+# long (the first request of a track is two jobs, source then segment: not between them).
+RESUME_SECONDS = 0.05
 
 log = logging.getLogger("hls.production")
 
@@ -249,10 +256,16 @@ class Production:
         self.index = index
         self.workers = workers
         self.idle_seconds = idle_seconds
-        self._pool = ProcessPoolExecutor(workers, mp_context=_pool_context())
+        self._context = _pool_context()
+        self._stop_flags = new_flags(self._context, workers)  # one per dispatcher
+        self._pool = self._new_pool()
         self._queue: asyncio.PriorityQueue[_Job] = asyncio.PriorityQueue()
         self._running: set[Hashable] = set()
+        self._by_slot: dict[int, _Job] = {}  # the job each busy dispatcher runs
         self._queued_on_demand: set[asyncio.Future] = set()
+        self._wanted: set[asyncio.Future] = set()  # jobs a listener waits for
+        self._calm = asyncio.Event()  # set while no listener's job waits for a worker
+        self._calm.set()
         self._waiters: dict[asyncio.Future, int] = {}
         self._sequence = itertools.count()
         self._inflight: dict[Hashable, _Job] = {}
@@ -260,10 +273,19 @@ class Production:
         self._prepared: dict[str, PreparedSource] = {}
         self._dispatchers: list[asyncio.Task[None]] = []
         self.produced = 0  # segments produced by this process (for metrics and tests)
+        self.preempted = 0  # background jobs stopped for a listener's work
         self.on_segment: Callable[[str, float], None] | None = None
 
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            self.workers, mp_context=self._context,
+            initializer=init_worker, initargs=(self._stop_flags,),
+        )  # fmt: skip
+
     async def start(self) -> None:
-        self._dispatchers = [asyncio.create_task(self._dispatch()) for _ in range(self.workers)]
+        self._dispatchers = [
+            asyncio.create_task(self._dispatch(slot)) for slot in range(self.workers)
+        ]
         # Start every worker now (fork, imports), not on the first listener's click.
         loop = asyncio.get_running_loop()
         await asyncio.gather(
@@ -283,7 +305,8 @@ class Production:
         await asyncio.gather(*self._dispatchers, return_exceptions=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    async def _dispatch(self) -> None:
+    async def _dispatch(self, slot: int) -> None:
+        """Run queued jobs one at a time, each watching stop flag `slot`."""
         loop = asyncio.get_running_loop()
         while True:
             job = await self._queue.get()
@@ -291,12 +314,14 @@ class Production:
             if future.done() or self._running.intersection(keys):
                 continue  # the same work queued again at another priority, or dropped
             self._running.update(keys)
-            self._queued_on_demand.discard(future)
+            self._started_on_demand(future)
+            self._stop_flags[slot] = 0
+            self._by_slot[slot] = job
             try:
-                result = await loop.run_in_executor(self._pool, fn, *args)
+                result = await loop.run_in_executor(self._pool, run_in_slot, slot, fn, *args)
             except BrokenProcessPool as exc:
                 log.error("worker pool broke; starting a new one")
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=_pool_context())
+                self._pool = self._new_pool()
                 if not future.done():
                     future.set_exception(exc)
             except Exception as exc:
@@ -307,6 +332,54 @@ class Production:
                     future.set_result(result)
             finally:
                 self._running.difference_update(keys)
+                del self._by_slot[slot]
+
+    def _preempt(self) -> None:
+        """Stop background jobs so that every listener's job waiting in the queue has a
+        worker: the most recent first (they have done the least), none that a
+        listener waits for."""
+        idle = self.workers - len(self._by_slot)
+        stopping = sum(1 for slot in self._by_slot if self._stop_flags[slot])
+        short = len(self._queued_on_demand) - idle - stopping
+        candidates = [
+            slot
+            for slot, job in self._by_slot.items()
+            if job.priority > ON_DEMAND
+            and job.future not in self._wanted
+            and not self._stop_flags[slot]
+        ]
+        for slot in sorted(candidates, key=lambda s: self._by_slot[s].sequence, reverse=True)[
+            : max(short, 0)
+        ]:
+            self._stop_flags[slot] = 1
+            self.preempted += 1
+
+    def _want(self, future: asyncio.Future) -> None:
+        """A listener waits for this job: it is never stopped."""
+        if future not in self._wanted:
+            self._wanted.add(future)
+            future.add_done_callback(self._wanted.discard)
+
+    def _queued_for_listener(self, future: asyncio.Future) -> None:
+        """A listener's job waits for a worker (preempted lanes wait for it to start)."""
+        if future not in self._queued_on_demand:
+            self._queued_on_demand.add(future)
+            self._calm.clear()
+            future.add_done_callback(self._started_on_demand)
+
+    def _started_on_demand(self, future: asyncio.Future) -> None:
+        """A job left the queue (it started, or nobody waits for it any more)."""
+        self._queued_on_demand.discard(future)
+        if not self._queued_on_demand:
+            self._calm.set()
+
+    async def _listeners_served(self) -> None:
+        """Return once no listener's job has waited for a worker for RESUME_SECONDS."""
+        while True:
+            await self._calm.wait()
+            await asyncio.sleep(RESUME_SECONDS)
+            if self._calm.is_set():
+                return
 
     async def run(
         self, keys: tuple[Hashable, ...], priority: int, fn: Callable[..., Any], *args: Any
@@ -317,7 +390,9 @@ class Production:
         it, as a lane's run of units does): a caller whose first key is in
         flight shares that job, and raises its priority if need be; none of
         the other keys may be in flight then. New on-demand work beyond
-        `max_pending` queued jobs is refused with 503 (Overloaded) at once.
+        `max_pending` queued jobs is refused with 503 (Overloaded) at once;
+        on-demand work that finds no idle worker stops a background job
+        (which raises Preempted to its callers).
         A caller that goes away does not cancel work others wait for; work
         nobody waits for any more is dropped unless it has started.
         """
@@ -337,9 +412,11 @@ class Production:
         # Queued once per caller: at a higher priority it runs sooner, and
         # the dispatcher skips the copies of work done or running.
         self._queue.put_nowait(replace(job, priority=priority, sequence=next(self._sequence)))
-        if priority <= ON_DEMAND and not self._running.intersection(job.keys):
-            self._queued_on_demand.add(future)
-            future.add_done_callback(lambda f: self._queued_on_demand.discard(f))
+        if priority <= ON_DEMAND:
+            self._want(future)
+            if not self._running.intersection(job.keys):
+                self._queued_for_listener(future)
+                self._preempt()
         self._waiters[future] = self._waiters.get(future, 0) + 1
         try:
             return await asyncio.shield(future)
@@ -407,7 +484,9 @@ class Production:
 
         Segments are produced by encode unit (`SegmentPlan.encode_units`): the
         unit's other segments are made and listed with it. A unit in a lane's
-        run that is on its way is waited for, not produced again.
+        run that is on its way is waited for, not produced again. A listener
+        whose unit was in a background run that stopped for other listeners
+        has it made again; background callers get Preempted.
         """
         path = self.cache.get(*state.spec.segment_key(state.rendition, index))
         if path is not None:
@@ -418,8 +497,14 @@ class Production:
             else:
                 await self._stored_sizes(state, {index: size})
                 return size
-        sizes = await self._produce(state, [state.unit_of(index)], priority)
-        return int(sizes[index])
+        while True:
+            try:
+                sizes = await self._produce(state, [state.unit_of(index)], priority)
+            except Preempted:
+                if priority > ON_DEMAND:
+                    raise
+                continue  # queued again, at the listener's priority: never stopped
+            return int(sizes[index])
 
     async def _produce(
         self, state: StreamState, units: list[range], priority: int
@@ -429,10 +514,16 @@ class Production:
         keys = tuple(self._unit_key(state, unit) for unit in units)
         started = time.monotonic()
         first_caller = keys[0] not in self._inflight  # the one that counts the production
-        sizes, made = await self.run(
-            keys, priority, run_job, "produce_units",
-            state.spec, state.rendition, [unit[0] for unit in units],
-        )  # fmt: skip
+        try:
+            sizes, made = await self.run(
+                keys, priority, run_job, "produce_units",
+                state.spec, state.rendition, [unit[0] for unit in units],
+            )  # fmt: skip
+        except Preempted as stopped:  # what it made before it stopped is in the cache
+            if first_caller:
+                self.produced += stopped.made
+            await self._stored_sizes(state, stopped.sizes)
+            raise
         if first_caller:  # only what was made here (another process may have made some)
             self.produced += made
             if self.on_segment is not None:  # each segment of the job took this long
@@ -542,6 +633,11 @@ class Production:
                 for unit in [*asked, *own]:
                     if any(i not in state.done for i in unit):  # left out by another producer
                         await self.segment(state, unit[0], BACKGROUND)
+            except Preempted:  # a listener needed the worker: the rest waits, in order
+                undone = [unit for unit in missing if any(i not in state.done for i in unit)]
+                lanes.queues[lane].extendleft(reversed(undone))
+                lanes.busy[lane] = None
+                await self._listeners_served()
             except Exception as exc:
                 log.warning(
                     "background production of %s/%s stopped at segment %d: %s",

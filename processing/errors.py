@@ -19,3 +19,8 @@ class EncodeError(ProcessingError):
         detail = " | ".join(tail)
         super().__init__(f"{message}: {detail}" if detail else message)
         self.stderr_tail = detail
+
+
+class EncodeStopped(Exception):
+    """An encode stopped because its caller asked it to (not a failure): its encoder
+    is killed and the unit it was encoding is not made."""

@@ -46,6 +46,7 @@ from processing.encode import (
     flac_argv,
     to_pcm24,
 )
+from processing.errors import EncodeStopped
 from processing.plan import FRAME_SAMPLES, SegmentPlan, WindowSettings
 
 # Seam excess, worst window over the 5 music tracks, 10 s segments, both AAC
@@ -328,7 +329,10 @@ class UnitEncoder:
         self._encoder.abort()
 
     def encode(
-        self, renderer: Renderer, early: Callable[[EncodedSegment], None] | None = None
+        self,
+        renderer: Renderer,
+        early: Callable[[EncodedSegment], None] | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> list[EncodedSegment]:
         """Encode the next unit: its segments, each keeping exactly its own packets (§6).
 
@@ -339,11 +343,23 @@ class UnitEncoder:
         early: called (on the encoder's reader thread) with each segment but
         the last as soon as its packets are out, while the rest is still
         encoding; every segment is also in the returned list.
+        stop: asked before the unit's windows are rendered and before each
+        block of input; when it answers True, ffmpeg is killed and
+        EncodeStopped raised (the segments handed to `early` stay made).
         """
         unit = self.units[self._next]
         self._next += 1
         plan = self.plan
+
+        def checked(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+            for block in blocks:
+                if stop is not None and stop():
+                    raise EncodeStopped(f"stopped in segment {unit[0]}..{unit[-1]}")
+                yield block
+
         try:
+            if stop is not None and stop():
+                raise EncodeStopped(f"stopped before segment {unit[0]}")
             renderer.prefetch(unit[0])  # the heavy part, before ffmpeg is fed
         except BaseException:
             self.abort()
@@ -351,7 +367,7 @@ class UnitEncoder:
         if isinstance(self._encoder, Encoder):
             (index,) = unit
             seg = plan[index]
-            blocks = (to_pcm24(b) for b in renderer.program_blocks(seg.start, seg.end))
+            blocks = (to_pcm24(b) for b in checked(renderer.program_blocks(seg.start, seg.end)))
             packets = encode_flac(blocks, plan.rate, self._encoder)
             return [EncodedSegment(index, seg.start, tuple(packets))]
         origin, feed_stop = unit_input(plan, unit)
@@ -385,7 +401,7 @@ class UnitEncoder:
                 assert early is not None
                 early(segment_of(waiting.pop(0), packets))
 
-        packets = self._encoder.encode(feed(), on_packets=arrived)
+        packets = self._encoder.encode(checked(feed()), on_packets=arrived)
         return [segment_of(index, packets) for index in unit]
 
 

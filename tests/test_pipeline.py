@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 
 from hls import fmp4, jobs
+from hls.preemption import Preempted
 from hls.streams import SourceRef, StreamSpec
 from processing.decode import AudioSource, probe
 from processing.encode import (
@@ -153,6 +154,44 @@ def test_a_run_stops_where_another_producer_is_ahead_of_it(
     assert not any(
         Path(spec.cache_dir).joinpath(*spec.segment_key("aac", i)).exists() for i in units[2]
     )
+
+
+def test_a_run_stopped_mid_unit_keeps_what_it_made_and_resumes_to_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server asks the run to stop while it encodes its second unit: the
+    # first unit (and the second's first segment, stored early) stay made,
+    # the rest is not stored; a new run then makes the bytes of a run never
+    # stopped (the one stopped had its ffmpeg killed: no process is left).
+    stopped, whole, plan = twin_specs(tmp_path, 27.0)
+    units = plan.encode_units(2)[1:4]
+    checks = []
+
+    def requested() -> bool:  # asked before each unit and each block of input
+        checks.append(len(list(Path(stopped.cache_dir).rglob("*.m4s"))))
+        return checks[-1] > len(units[0])
+
+    monkeypatch.setattr(jobs, "requested", requested)
+    with pytest.raises(Preempted) as raised:
+        jobs.produce_units(stopped, "aac", [u[0] for u in units])
+    made = raised.value.sizes
+    assert list(made) == [*units[0], units[1][0]] and raised.value.made == len(made)
+    for index in range(units[0][0], units[-1][-1] + 1):
+        path = Path(stopped.cache_dir).joinpath(*stopped.segment_key("aac", index))
+        assert path.exists() == (index in made), index
+        if path.exists():
+            assert path.stat().st_size == made[index]
+    ffmpegs = subprocess.run(["pgrep", "-P", str(os.getpid()), "ffmpeg"], capture_output=True)
+    assert ffmpegs.stdout == b""
+    monkeypatch.setattr(jobs, "requested", lambda: False)
+    sizes, count = jobs.produce_units(stopped, "aac", [u[0] for u in units])
+    assert count == sum(len(u) for u in units[1:])  # a unit not whole is made again whole
+    jobs._renderers.clear()  # as if another process
+    jobs.produce_units(whole, "aac", [u[0] for u in units])
+    for index in range(units[0][0], units[-1][-1] + 1):
+        a = Path(stopped.cache_dir).joinpath(*stopped.segment_key("aac", index)).read_bytes()
+        b = Path(whole.cache_dir).joinpath(*whole.segment_key("aac", index)).read_bytes()
+        assert a == b, index
 
 
 def test_a_unit_of_a_shared_encoder_is_out_before_the_next_input() -> None:
