@@ -14,6 +14,9 @@ Runs alternate; medians and the ratios ours / peer are printed.
     VOD client asks a just-started server for a mid-track segment of the
     never-seen track, the first and then the second segment of an AAC
     encode unit (the second costs the pair's encode).
+(d) the next track: while the 7-minute track is produced in the background
+    (1 s after its first request), a listener starts another never-seen
+    track: time until its first segment's last byte.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -104,6 +109,25 @@ def run_seek(library: Path, cache: Path, index: int) -> float:
         server.stop()
 
 
+def run_switch(library: Path, cache: Path, second: Path) -> float:
+    server = start_server(cache_dir=cache, library=library)
+    try:
+        ids = {t["path"]: t["id"] for t in server.json("/api/tracks")["tracks"]}
+        first = f"{server.url}/hls/{ids['seven-minutes.flac']}/{PRESET}/1.00/aac"
+        status, _, _ = http_get(f"{first}/index.m3u8")  # its background production starts
+        assert status == 200
+        time.sleep(1.0)
+        base = f"{server.url}/hls/{ids[second.name]}/{PRESET}/1.00/aac"
+        started = time.perf_counter()
+        status, _, body = http_get(f"{base}/index.m3u8")
+        assert status == 200, body
+        status, _, _ = http_get(f"{base}/{parse_playlist(body).segments[0].uri}")
+        assert status == 200
+        return time.perf_counter() - started
+    finally:
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
@@ -140,6 +164,19 @@ def main() -> None:
         print(
             f"median cold seek:     segment 8 (first of its unit) {seeks[8]:.3f} s, "
             f"segment 9 (second) {seeks[9]:.3f} s"
+        )
+        switch_library = work / "switch"
+        switch_library.mkdir()
+        shutil.copy(source, switch_library / source.name)
+        second = switch_library / "next.flac"
+        audio, rate = sf.read(source, dtype="float32", frames=90 * 44100)
+        sf.write(second, audio[::-1], rate, subtype="PCM_24")  # another track, never seen
+        switch = statistics.median(
+            run_switch(switch_library, work / f"switch{run}", second) for run in range(args.runs)
+        )
+        print(
+            f"median next track:    first segment while the first track is produced "
+            f"{switch:.3f} s (cold first segment alone: {of:.3f} s)"
         )
 
 
