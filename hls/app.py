@@ -59,7 +59,7 @@ class Metrics:
         )
         self.preemptions = Gauge(
             "hls_origin_preemptions",
-            "Background jobs stopped since start so that a listener's work got a worker",
+            "Background jobs asked to stop since start so that a listener's work got a worker",
             registry=self.registry,
         )
         self.segment_seconds = Histogram(
