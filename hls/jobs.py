@@ -59,12 +59,12 @@ ANALYSIS_TRIM_THRESHOLD_BYTES = 16 << 20  # kept while a track is analysed
 
 
 def _libc() -> ctypes.CDLL | None:
+    """glibc, whose malloc is tuned here; None elsewhere (nothing to tune)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt  # noqa: B018 (glibc only)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
+    except OSError:
         return None
-    return libc
+    return libc if hasattr(libc, "mallopt") else None
 
 
 def _return_freed_memory() -> None:

@@ -273,7 +273,7 @@ class Production:
         self._prepared: dict[str, PreparedSource] = {}
         self._dispatchers: list[asyncio.Task[None]] = []
         self.produced = 0  # segments produced by this process (for metrics and tests)
-        self.preempted = 0  # background jobs stopped for a listener's work
+        self.preempted = 0  # background jobs asked to stop for a listener's work
         self.on_segment: Callable[[str, float], None] | None = None
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -636,7 +636,7 @@ class Production:
             except Preempted:  # a listener needed the worker: the rest waits, in order
                 undone = [unit for unit in missing if any(i not in state.done for i in unit)]
                 lanes.queues[lane].extendleft(reversed(undone))
-                lanes.busy[lane] = None
+                lanes.busy[lane] = None  # idle while it waits (the other lanes judge it so)
                 await self._listeners_served()
             except Exception as exc:
                 log.warning(
