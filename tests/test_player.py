@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Server
+from tests.conftest import ROOT, Server, put_track, start_server
 from tests.helpers import parse_playlist
 
 CHROMIUM = shutil.which("chromium")
@@ -133,3 +135,26 @@ def test_cold_start_plays_across_the_first_seams_at_normal_speed(
     assert log["waiting"] == [], log
     assert 0.9 < log["speed"] < 1.1, log
     assert len(log["buffered"]) == 1, log
+
+
+def test_the_next_track_starts_at_once_while_the_last_one_is_produced(
+    browser: Any, tmp_path: Path
+) -> None:
+    # One worker, busy with a background run of a long track (seconds of
+    # encoding): a listener who starts another track is playing as fast as
+    # on an idle server (hls.preemption), not after that run.
+    lib = tmp_path / "lib"
+    put_track(lib, "drascula-track2.ogg", 198.0)
+    put_track(lib, "wesnoth-battle-epic.ogg", 74.0)
+    server = start_server("--workers", "1", cache_dir=tmp_path / "cache", library=lib)
+    try:
+        last = f"/hls/{server.track_id('drascula')}/punchy/1.00"
+        assert server.get(f"{last}/aac/index.m3u8")[0] == 200  # its background starts
+        time.sleep(0.5)
+        url = f"/hls/{server.track_id('battle')}/punchy/1.00/master.m3u8"
+        log = play(browser, server, url, rendition="aac", crossUntil=3.0, minBuffered=3.0)
+        print(f"next track: playing after {log['playingAfterMs']:.0f} ms", log)
+        assert not log["errors"] and log["waiting"] == [], log
+        assert log["playingAfterMs"] < 1500, log  # after the run: 3-5 s
+    finally:
+        server.stop()
