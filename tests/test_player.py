@@ -158,3 +158,41 @@ def test_the_next_track_starts_at_once_while_the_last_one_is_produced(
         assert log["playingAfterMs"] < 1500, log  # after the run: 3-5 s
     finally:
         server.stop()
+
+
+def test_the_web_player_keeps_the_position_when_the_preset_changes(
+    browser: Any, server: Server
+) -> None:
+    # The page's own controls: play a track, seek into it, pick another
+    # preset; playback goes on from there (the VOD playlist of the new
+    # preset, its segment under the listener made first), not from 0.
+    page = browser.new_page()
+    try:
+        page.goto(server.url + "/")
+        page.evaluate("document.getElementById('audio').muted = true")
+        page.click("li")
+        page.wait_for_function(
+            "() => { const a = document.getElementById('audio');"
+            " return a.seekable.length && a.seekable.end(0) > 40 && a.currentTime > 0.2; }",
+            timeout=30000,
+        )
+        page.evaluate("document.getElementById('audio').currentTime = 35")
+        page.wait_for_function("document.getElementById('audio').currentTime > 35.3", timeout=30000)
+        page.evaluate("document.getElementById('status').textContent = ''")
+        page.select_option("#preset", "warm")
+        # The page reports the new stream's first `playing` event.
+        page.wait_for_function(
+            "document.getElementById('status').textContent.includes('playing after')",
+            timeout=30000,
+        )
+        at = page.evaluate("document.getElementById('audio').currentTime")
+        page.wait_for_timeout(1000)
+        state = page.evaluate(
+            "() => ({url: hls.url, at: document.getElementById('audio').currentTime,"
+            " status: document.getElementById('status').textContent})"
+        )
+        print(f"after the preset change: from {at:.2f} s", state)
+        assert state["url"].endswith("/warm/1.00/master-vod.m3u8"), state
+        assert 35.0 < at < 37.0 and at + 0.5 < state["at"] < at + 2.0, (at, state)
+    finally:
+        page.close()
