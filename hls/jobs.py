@@ -15,6 +15,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,7 @@ TRIM_THRESHOLD_BYTES = 2 << 20  # free heap kept at its top while segments are m
 ANALYSIS_TRIM_THRESHOLD_BYTES = 16 << 20  # kept while a track is analysed
 
 
+@cache
 def _libc() -> ctypes.CDLL | None:
     """glibc, whose malloc is tuned here; None elsewhere (nothing to tune)."""
     try:
