@@ -178,7 +178,7 @@ def produce_segment(spec: StreamSpec, rendition: str, index: int) -> tuple[dict[
 
 
 def produce_units(
-    spec: StreamSpec, rendition: str, indices: list[int]
+    spec: StreamSpec, rendition: str, indices: list[int], listener: bool = False
 ) -> tuple[dict[int, int], int]:
     """Render, encode, package and cache the encode units that hold `indices`, in order,
     through one ffmpeg (`UnitEncoder`).
@@ -193,6 +193,7 @@ def produce_units(
     locks. When the server asks the job to stop (`hls.preemption`), it
     raises Preempted with what it made, before the next unit or within a
     block of the current one (whose segments not yet stored are dropped).
+    listener: someone waits for these units (`UnitEncoder`).
     """
     cache = DiskCache(Path(spec.cache_dir))
     known = _renderers.get(spec)
@@ -213,13 +214,13 @@ def produce_units(
         return sizes, 0
     runs = UnitEncoder.runs(plan, RENDITIONS[rendition], missing)
     # ffmpeg starts (~50 ms) while the track is analysed and the windows rendered.
-    encoder = UnitEncoder(plan, RENDITIONS[rendition], runs[0], source.channels)
+    encoder = UnitEncoder(plan, RENDITIONS[rendition], runs[0], source.channels, listener)
     made = 0
     try:
         renderer = renderer_for(spec, source)
         for number, run in enumerate(runs):
             if number:
-                encoder = UnitEncoder(plan, RENDITIONS[rendition], run, source.channels)
+                encoder = UnitEncoder(plan, RENDITIONS[rendition], run, source.channels, listener)
             for unit in run:
                 with cache.lock(*keys[unit[0]]):
                     found = _cached_sizes(cache, {i: keys[i] for i in unit})

@@ -517,7 +517,7 @@ class Production:
         try:
             sizes, made = await self.run(
                 keys, priority, run_job, "produce_units",
-                state.spec, state.rendition, [unit[0] for unit in units],
+                state.spec, state.rendition, [unit[0] for unit in units], priority <= ON_DEMAND,
             )  # fmt: skip
         except Preempted as stopped:  # what it made before it stopped is in the cache
             if first_caller:

@@ -7,6 +7,7 @@ with exact timestamps (SPEC §6).
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import subprocess
@@ -48,8 +49,14 @@ class Encoder:
     """
 
     def __init__(
-        self, argv_for: Callable[[list[str]], list[str]], what: str, outputs: int = 1
+        self,
+        argv_for: Callable[[list[str]], list[str]],
+        what: str,
+        outputs: int = 1,
+        input_buffer: int | None = None,
     ) -> None:
+        """input_buffer: bytes the input pipe may hold (Linux; the system's default,
+        64 KiB, where it cannot be set)."""
         self.what = what
         pipes = [os.pipe() for _ in range(outputs)]
         try:
@@ -67,6 +74,12 @@ class Encoder:
             for _, w in pipes:
                 os.close(w)
         self.outputs: list[IO[bytes]] = [os.fdopen(r, "rb") for r, _ in pipes]
+        if input_buffer is not None and hasattr(fcntl, "F_SETPIPE_SZ"):
+            assert self.proc.stdin is not None
+            try:  # capped by /proc/sys/fs/pipe-max-size (1 MiB by default) unless privileged
+                fcntl.fcntl(self.proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, input_buffer)
+            except OSError:
+                pass
         self._collected: list[list[bytes]] = [[] for _ in pipes]
         self._errors: list[bytes] = []
         self._failures: list[BaseException] = []
@@ -273,13 +286,20 @@ class AacEncodes:
 
     HELD_BACK = 2
 
-    def __init__(self, rate: int, channels: int, bitrate: int, lengths: Sequence[int]) -> None:
+    def __init__(
+        self,
+        rate: int,
+        channels: int,
+        bitrate: int,
+        lengths: Sequence[int],
+        input_buffer: int | None = None,
+    ) -> None:
         if any(n % FRAME_SAMPLES for n in lengths[:-1]) or not lengths:
             raise ValueError("every input but the last must be whole frames")
         self.lengths = list(lengths)
         cuts = list(itertools.accumulate(lengths))[:-1]
         argv_for = partial(aac_argv, rate, channels, bitrate, cuts=cuts)
-        self.encoder = Encoder(argv_for, "AAC encoding", len(lengths))
+        self.encoder = Encoder(argv_for, "AAC encoding", len(lengths), input_buffer)
         self.packets: list[list[Packet]] = [[] for _ in lengths]  # until handed over
         self._counts = [0] * len(lengths)
         self._handed: list[bool] = [False] * len(lengths)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import threading
@@ -29,7 +30,7 @@ from processing.encode import (
 )
 from processing.errors import DecodeError, EncodeError
 from processing.plan import SegmentPlan
-from processing.render import EncodedSegment, encode_unit
+from processing.render import LISTENER_INPUT_BUFFER, EncodedSegment, encode_unit
 from storage.cache import DiskCache
 from storage.catalog import Catalog
 from tests.conftest import synth_program
@@ -111,11 +112,12 @@ def test_units_encoded_together_are_the_bytes_of_units_encoded_alone(
     tmp_path: Path, rendition: str
 ) -> None:
     # One ffmpeg for a run of units (the ramp, pairs, the track's end) gives
-    # each segment the bytes of one ffmpeg per unit, in reverse order.
+    # each segment the bytes of one ffmpeg per unit, in reverse order; and a
+    # listener's encode (its larger input pipe) those of background ones.
     together, alone, plan = twin_specs(tmp_path, 27.0)
     units = plan.encode_units(RENDITIONS[rendition].segments_per_encode)
     assert len(units) >= 5
-    sizes, made = jobs.produce_units(together, rendition, [u[0] for u in units])
+    sizes, made = jobs.produce_units(together, rendition, [u[0] for u in units], listener=True)
     assert made == len(plan) and sorted(sizes) == list(range(len(plan)))
     jobs._renderers.clear()  # as if another process
     for unit in reversed(units):
@@ -208,6 +210,16 @@ def test_a_unit_of_a_shared_encoder_is_out_before_the_next_input() -> None:
     alone = [encode_aac(x, 44100, 256_000) for x in (first, second)]
     assert [p.data for p in head] == [p.data for p in alone[0][: len(head)]]
     assert [p.data for p in tail] == [p.data for p in alone[1]]
+
+
+def test_a_listeners_encoder_queues_more_input() -> None:
+    # 1 MiB of input (3 s) waits in the pipe of a listener's encode, for
+    # ffmpeg to encode while the next window renders; 64 KiB elsewhere.
+    for listener, size in ((True, LISTENER_INPUT_BUFFER), (False, 1 << 16)):
+        shared = AacEncodes(44100, 2, 256_000, [1024], LISTENER_INPUT_BUFFER if listener else None)
+        assert shared.encoder.proc.stdin is not None
+        assert fcntl.fcntl(shared.encoder.proc.stdin.fileno(), fcntl.F_GETPIPE_SZ) == size
+        shared.abort()
 
 
 def test_a_shared_encoder_that_dies_is_a_clear_error() -> None:
