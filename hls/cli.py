@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -78,8 +79,14 @@ async def _serve(settings: Settings) -> None:
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.port
     print(f"hls-origin listening on http://{settings.host}:{port}/", flush=True)
+    # SIGTERM (service managers, containers) stops it as cleanly as Ctrl-C:
+    # requests in flight are answered, the workers and encoders shut down.
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
     try:
-        await asyncio.Event().wait()
+        await stopping.wait()
     finally:
         await runner.cleanup()
 

@@ -6,7 +6,7 @@ track is produced in the background waited for a run to end: 2.1 s for the
 first segment (median of 4, 2 workers) instead of 0.18 s.
 
 The server keeps one stop flag per dispatcher, a byte in shared memory that
-every worker inherits when it starts (`new_flags`, `init_worker`). A job runs
+every worker inherits when it starts (`new_flags`, `keep_flags`). A job runs
 under its dispatcher's slot (`run_in_slot`); a background job asks
 `requested()` before each encode unit and between the blocks of audio it
 feeds its encoder (each about 30 ms of encoding), and when the server has
@@ -42,8 +42,8 @@ def new_flags(ctx: multiprocessing.context.BaseContext, slots: int) -> MutableSe
     return flags
 
 
-def init_worker(flags: MutableSequence[int]) -> None:
-    """Worker pool initializer: keep the server's flags."""
+def keep_flags(flags: MutableSequence[int]) -> None:
+    """In a worker as it starts (`hls.workers.init_worker`): keep the server's flags."""
     global _flags
     _flags = flags
 

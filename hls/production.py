@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import logging
 import multiprocessing
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -28,8 +29,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hls.errors import Overloaded
-from hls.preemption import Preempted, init_worker, new_flags, run_in_slot
+from hls.preemption import Preempted, new_flags, run_in_slot
 from hls.streams import PreparedSource, SourceRef, StreamSpec, run_job
+from hls.workers import init_worker
 from processing.plan import SegmentPlan
 from processing.renditions import RENDITIONS
 from storage.cache import DiskCache
@@ -279,7 +281,7 @@ class Production:
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
             self.workers, mp_context=self._context,
-            initializer=init_worker, initargs=(self._stop_flags,),
+            initializer=init_worker, initargs=(self._stop_flags, os.getpid()),
         )  # fmt: skip
 
     async def start(self) -> None:
