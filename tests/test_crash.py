@@ -66,7 +66,7 @@ def _busy_tree(tmp_path: Path) -> tuple[Server, list[int]]:
     assert server.get(f"/hls/{tid}/punchy/1.00/aac/index.m3u8")[0] == 200
     time.sleep(0.5)  # mid-production: workers and encoders busy
     tree = process_tree(server.process.pid)
-    assert len(tree) >= 5, tree  # server, resource tracker, forkserver, 2 workers (+ ffmpeg)
+    assert len(tree) >= 4, tree  # server, resource tracker, forkserver, workers (+ ffmpeg)
     return server, tree
 
 
