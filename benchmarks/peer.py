@@ -153,8 +153,13 @@ def main() -> None:
             f"median first segment: peer {pf:.3f} s, ours {of:.3f} s, ratio {of / pf:.2f} (target 0.35)"
         )
         print(
-            f"median whole track:   peer {pt:.2f} s, ours {ot:.2f} s, ratio {ot / pt:.2f} (target 0.60)"
+            f"median whole track:   peer {pt:.2f} s, ours {ot:.2f} s, ratio {ot / pt:.3f} (target 0.60)"
         )
+        ratios = [o[1] / p[1] for o, p in zip(ours, peer, strict=True)]  # each run against its peer
+        print(
+            "whole track per run:  ratios " + ", ".join(f"{r:.3f}" for r in ratios)
+            + f"; {sum(r <= 0.6 for r in ratios)} of {len(ratios)} at or under 0.60"
+        )  # fmt: skip
         seeks = {
             index: statistics.median(
                 run_seek(library, work / f"seek{index}-{run}", index) for run in range(args.runs)
