@@ -17,12 +17,9 @@ from __future__ import annotations
 import os
 import select
 import threading
-import time
 from collections.abc import MutableSequence
 
 from hls import preemption
-
-POLL_SECONDS = 1.0  # where a process cannot be watched through a pidfd (not Linux)
 
 
 def init_worker(flags: MutableSequence[int], server_pid: int) -> None:
@@ -35,32 +32,19 @@ def exit_with(pid: int) -> None:
     """End this process (os._exit) as soon as process `pid` has ended.
 
     A daemon thread waits on a pidfd of `pid` (Linux 5.3+), readable once
-    the process exits: no CPU while it waits. Elsewhere it polls. The
-    encoders of a job in progress see their input end and stop too.
+    the process exits: no CPU while it waits. The encoders of a job in
+    progress see their input end and stop too. Where no pidfd can be had,
+    the worker is not watched (it ends with its pool, as before).
     """
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
         os._exit(0)  # the server is gone already
     except (AttributeError, OSError):
-        fd = None
+        return
 
     def watch() -> None:
-        if fd is not None:
-            select.select([fd], [], [])
-        else:
-            while _alive(pid):
-                time.sleep(POLL_SECONDS)
+        select.select([fd], [], [])
         os._exit(0)
 
     threading.Thread(target=watch, name="server-watch", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
