@@ -183,14 +183,35 @@ async def tracks(request: web.Request) -> web.Response:
     return web.json_response({"tracks": [t.to_json() for t in request.app[CATALOG].tracks()]})
 
 
+# Multivariant playlists: one codec each, so that any client can switch
+# between their variants without changing decoder (SPEC §4).
+MASTERS: dict[str, tuple[tuple[str, ...], str]] = {
+    f"{master}{vod}.m3u8": (
+        tuple(name for name, r in RENDITIONS.items() if r.codec == codec),
+        "vod.m3u8" if vod else "index.m3u8",
+    )
+    for codec, master in playlist.MASTER_OF_CODEC.items()
+    for vod in ("", "-vod")
+}
+
+
 async def master(request: web.Request) -> web.Response:
     stream = await resolve_stream(request)
-    name = request.match_info["name"]
-    index_name = {"master.m3u8": "index.m3u8", "master-vod.m3u8": "vod.m3u8"}[name]
-    variants = [
-        playlist.Variant(r, f"{r.name}/{index_name}", stream.source.channels)
-        for r in RENDITIONS.values()
-    ]
+    renditions, media_name = MASTERS[request.match_info["name"]]
+    production = request.app[PRODUCTION]
+    variants = []
+    for name in renditions:
+        state = production.stream(stream.spec, name, stream.plan)
+        measured = None
+        if state.complete:  # bit rates measured from the segments once all are known
+            sizes = await production.segment_sizes(state)
+            if len(sizes) == len(stream.plan):
+                measured = playlist.bandwidths(stream.plan, sizes)
+        variants.append(
+            playlist.Variant(
+                RENDITIONS[name], f"{name}/{media_name}", stream.source.channels, measured
+            )
+        )
     return _text(playlist.master_playlist(variants), M3U8, PLAYLIST_CACHE)
 
 
@@ -205,7 +226,10 @@ async def rendition_file(request: web.Request) -> web.StreamResponse:
     if name == "index.m3u8":
         return await live_playlist(request, production, state)
     if name == "vod.m3u8":
-        body = playlist.media_playlist(stream.plan, len(stream.plan), complete=True, live=False)
+        lead = RENDITIONS[rendition].lead_samples
+        body = playlist.media_playlist(
+            stream.plan, len(stream.plan), complete=True, live=False, lead=lead
+        )
         return _text(body, M3U8, PLAYLIST_CACHE)
     if name == "init.mp4":
         data = fmp4.init_segment(RENDITIONS[rendition], stream.source.rate, stream.source.channels)
@@ -246,14 +270,21 @@ async def live_playlist(
         if not re.fullmatch(r"\d{1,9}", msn_text):
             raise BadParameter(f"_HLS_msn must be a non-negative integer, got {msn_text[:20]!r}")
         msn = int(msn_text)
-        if msn > state.listed - 1 + 2:
+        listed = _live_listed(production, state)
+        if msn > listed - 1 + 2:
             raise BadParameter(
-                f"_HLS_msn={msn} is more than two past the last segment ({state.listed - 1})"
+                f"_HLS_msn={msn} is more than two past the last segment ({listed - 1})"
             )
         # A player is waiting for these: they jump ahead of background work.
         for index in range(state.listed, min(msn + 1, len(state.plan))):
             production.request_soon(state, index)
-        await production.wait_listed(state, msn + 1, settings.blocking_reload_seconds)
+        deadline = asyncio.get_running_loop().time() + settings.blocking_reload_seconds
+        while _live_listed(production, state) <= msn and not state.complete:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0 or state.state == "failed":
+                break
+            # Listed by production, or by the live clock (at most a second away).
+            await production.wait_listed(state, state.listed + 1, min(left, 1.0))
     if state.listed == 0:
         await production.segment(state, 0, ON_DEMAND)
         # Background work starts only now: segment 0, which the listener waits
@@ -262,8 +293,19 @@ async def live_playlist(
         # the noise (5.01 vs 5.08 s, then 5.32 vs 5.26 s, medians of 6 and 5
         # alternating runs) and segment 0 about 0.025 s slower.
         production.ensure_background(state)
-    body = playlist.media_playlist(state.plan, state.listed, complete=state.complete, live=True)
+    listed = len(state.plan) if state.complete else _live_listed(production, state)
+    lead = RENDITIONS[state.rendition].lead_samples
+    body = playlist.media_playlist(
+        state.plan, listed, complete=state.complete, live=True, lead=lead
+    )
     return _text(body, M3U8, PLAYLIST_CACHE if state.complete else LIVE_CACHE)
+
+
+def _live_listed(production: Production, state: StreamState) -> int:
+    """Segments the live playlist lists: made, or due within the live horizon (§4)."""
+    if state.listed == 0:
+        return 0  # nothing is listed before segment 0 is made
+    return playlist.live_listed(state.plan, state.listed, production.live_seconds(state))
 
 
 async def status(request: web.Request) -> web.Response:
@@ -415,6 +457,6 @@ def create_app(settings: Settings) -> web.Application:
     r.add_get("/api/tracks", tracks)
     r.add_get("/api/status/{track}/{preset}/{intensity}", status)
     r.add_get("/api/player/stream/{track}", progressive)
-    r.add_get("/hls/{track}/{preset}/{intensity}/{name:master(-vod)?\\.m3u8}", master)
+    r.add_get("/hls/{track}/{preset}/{intensity}/{name:master(-lossless)?(-vod)?\\.m3u8}", master)
     r.add_get("/hls/{track}/{preset}/{intensity}/{rendition}/{name}", rendition_file)
     return app

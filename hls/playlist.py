@@ -6,7 +6,7 @@ segment plan in integer samples and are turned into decimal text only here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from processing.plan import SegmentPlan
@@ -15,6 +15,14 @@ from processing.renditions import Rendition
 VERSION = 6  # EXT-X-MAP in a playlist without I-frames needs version 6
 EXTINF_DECIMALS = 6
 _SCALE = 10**EXTINF_DECIMALS
+# A live playlist lists audio this many target durations past the time its
+# stream has been live (segments not made yet are made when asked for): a
+# client that reloads per RFC 8216 §6.3.4, one target duration after a change,
+# has a third of one still listed ahead of its position at the reload. With
+# the segment plan's ramp (1 s, a third of a segment, then whole ones) the
+# first answer lists three segments: clients that start a live playlist three
+# segments before its end (ffmpeg, GStreamer) start at the beginning.
+LIVE_HORIZON_TARGETS = 4 / 3
 
 
 def _micros(samples: int, rate: int) -> int:
@@ -22,39 +30,87 @@ def _micros(samples: int, rate: int) -> int:
     return (samples * _SCALE * 2 + rate) // (2 * rate)
 
 
-def extinf_values(plan: SegmentPlan) -> list[str]:
-    """EXTINF of every segment, rounded so that they add up to the track duration.
+def extinf_values(plan: SegmentPlan, lead: int = 0) -> list[str]:
+    """EXTINF of every segment, rounded so that they add up to the stream's duration.
 
-    Each value is the difference of the rounded boundary times, so rounding
-    errors cancel instead of accumulating.
+    `lead`: samples the rendition's media runs ahead of the source, all in
+    segment 0 (AAC's priming packet: every later segment's tfdt is its start
+    plus the lead). Each EXTINF is then the duration of the segment's media,
+    so that the playlist timeline and the media timeline agree: a client that
+    looks up the segment at a media position (GStreamer, switching variants)
+    finds the right one. Each value is the difference of the rounded boundary
+    times, so rounding errors cancel instead of accumulating.
     """
     out = []
     for seg in plan.segments:
-        micros = _micros(seg.end, plan.rate) - _micros(seg.start, plan.rate)
+        start = seg.start + lead if seg.index > 0 else 0
+        micros = _micros(seg.end + lead, plan.rate) - _micros(start, plan.rate)
         out.append(f"{micros // _SCALE}.{micros % _SCALE:0{EXTINF_DECIMALS}d}")
     return out
 
 
-def target_duration(plan: SegmentPlan) -> int:
+def target_duration(plan: SegmentPlan, lead: int = 0) -> int:
     """Longest EXTINF rounded to the nearest integer (RFC 8216 §4.3.3.1)."""
-    longest = max(seg.samples for seg in plan.segments)
+    longest = max(seg.samples + (lead if seg.index == 0 else 0) for seg in plan.segments)
     return max(1, (2 * longest + plan.rate) // (2 * plan.rate))
+
+
+# The multivariant playlist of each codec (SPEC §4: one codec per playlist);
+# its VOD twin adds "-vod".
+MASTER_OF_CODEC = {"aac": "master", "flac": "master-lossless"}
+
+
+def live_listed(plan: SegmentPlan, produced: int, live_seconds: float) -> int:
+    """How many segments a live playlist lists: those produced, and every segment
+    that starts within LIVE_HORIZON_TARGETS target durations of the time the
+    stream has been live (`live_seconds`), however far production is."""
+    horizon = (live_seconds + LIVE_HORIZON_TARGETS * target_duration(plan)) * plan.rate
+    count = produced
+    while count < len(plan) and plan[count].start < horizon:
+        count += 1
+    return count
+
+
+def bandwidths(plan: SegmentPlan, sizes: Mapping[int, int]) -> tuple[int, int] | None:
+    """Peak and average bit rate (bits/s) of the segments whose sizes are given
+    (Apple's HLS Authoring Specification: BANDWIDTH is the peak segment bit rate,
+    AVERAGE-BANDWIDTH the mean over the stream); None when none is known."""
+    if not sizes:
+        return None
+    peak = max(-(-8 * size * plan.rate // plan[i].samples) for i, size in sizes.items())
+    samples = sum(plan[i].samples for i in sizes)
+    average = -(-8 * sum(sizes.values()) * plan.rate // samples)
+    return peak, average
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One EXT-X-STREAM-INF entry of the multivariant playlist."""
+    """One EXT-X-STREAM-INF entry of a multivariant playlist."""
 
     rendition: Rendition
     uri: str
     channels: int
+    measured: tuple[int, int] | None = None  # peak and average bit rate of every segment
+
+    @property
+    def bandwidths(self) -> tuple[int, int]:
+        """BANDWIDTH and AVERAGE-BANDWIDTH: measured once every segment is known,
+        else the rendition's nominal rate with a margin for the peak."""
+        if self.measured is not None:
+            return self.measured
+        average = self.rendition.nominal_bitrate(self.channels)
+        return average * 5 // 4, average
 
 
 def master_playlist(variants: Sequence[Variant]) -> str:
+    """A multivariant playlist; its variants must share one codec (SPEC §4), so
+    that a client switching between them never changes decoder."""
+    codecs = {v.rendition.codec_string for v in variants}
+    if len(codecs) != 1:
+        raise ValueError(f"variants of one multivariant playlist must share a codec: {codecs}")
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
-    for v in variants:
-        average = v.rendition.nominal_bitrate(v.channels)
-        peak = average * 5 // 4
+    for v in variants:  # in the given order: clients start with the first
+        peak, average = v.bandwidths
         lines.append(
             f"#EXT-X-STREAM-INF:BANDWIDTH={peak},AVERAGE-BANDWIDTH={average},"
             f'CODECS="{v.rendition.codec_string}"'
@@ -63,18 +119,20 @@ def master_playlist(variants: Sequence[Variant]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def media_playlist(plan: SegmentPlan, listed: int, *, complete: bool, live: bool) -> str:
-    """The media playlist listing the first `listed` segments.
+def media_playlist(
+    plan: SegmentPlan, listed: int, *, complete: bool, live: bool, lead: int = 0
+) -> str:
+    """The media playlist listing the first `listed` segments (`lead`: see `extinf_values`).
 
     live=True: the live-then-VOD `index.m3u8` (EVENT, blocking reload while
     incomplete, ENDLIST once complete). live=False: `vod.m3u8`, every
     segment from the start.
     """
-    durations = extinf_values(plan)
+    durations = extinf_values(plan, lead)
     lines = [
         "#EXTM3U",
         f"#EXT-X-VERSION:{VERSION}",
-        f"#EXT-X-TARGETDURATION:{target_duration(plan)}",
+        f"#EXT-X-TARGETDURATION:{target_duration(plan, lead)}",
         "#EXT-X-MEDIA-SEQUENCE:0",
         "#EXT-X-PLAYLIST-TYPE:" + ("EVENT" if live else "VOD"),
         "#EXT-X-INDEPENDENT-SEGMENTS",

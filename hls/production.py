@@ -73,6 +73,7 @@ class StreamState:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     error: BaseException | None = None
     last_access: float = field(default_factory=time.monotonic)
+    live_since: float | None = None  # when its live playlist was first answered (monotonic)
 
     def touch(self) -> None:
         """A client asked for this stream: keep (or restart) its background work."""
@@ -460,6 +461,35 @@ class Production:
                     state.done.add(index)
             self._streams[key] = state
         return state
+
+    def live_seconds(self, state: StreamState) -> float:
+        """How long the stream (any rendition of it) has had a live playlist.
+
+        One clock for all renditions of a stream, so that they list the same
+        segments and a client switching between them finds its position
+        listed in the other (`playlist.live_listed`).
+        """
+        now = time.monotonic()
+        if state.live_since is None:
+            others = (self._streams.get((state.spec, name)) for name in RENDITIONS)
+            known = [o.live_since for o in others if o is not None and o.live_since is not None]
+            state.live_since = min(known, default=now)
+        return now - state.live_since
+
+    async def segment_sizes(self, state: StreamState) -> dict[int, int]:
+        """Sizes of the stream's segments in the cache (those evicted are missing)."""
+
+        def sizes() -> dict[int, int]:
+            out = {}
+            for index in range(len(state.plan)):
+                key = state.spec.segment_key(state.rendition, index)
+                try:
+                    out[index] = self.cache.path(*key).stat().st_size
+                except FileNotFoundError:
+                    pass
+            return out
+
+        return await asyncio.to_thread(sizes)
 
     def _forget_idle_streams(self) -> None:
         """Make room for a new stream state past `max_streams`: forget the states idle

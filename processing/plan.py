@@ -16,7 +16,14 @@ FRAME_SAMPLES = 1024  # AAC-LC frame; also the grid every rendition shares
 DEFAULT_SEGMENT_SECONDS = 30.0
 DEFAULT_CONTEXT_SECONDS = 5.0
 DEFAULT_OVERLAP_SECONDS = 1.0
-RAMP_SECONDS = (1.0, 2.0, 4.0, 8.0)  # first segments: short, so playback starts at once
+# The first segment is short, so that playback starts at once; the second a
+# third of a segment, made while the first plays. The first three segments then
+# span a target duration and a third: a client that reloads a live playlist
+# one target duration after a change (RFC 8216 §6.3.4) and starts three
+# segments before its end (ffmpeg; GStreamer four) finds them all in the first
+# answer and plays from the start without a stall.
+FIRST_SEGMENT_SECONDS = 1.0
+SECOND_SEGMENT_FRACTION = 1 / 3
 
 
 @dataclass(frozen=True)
@@ -92,16 +99,23 @@ class SegmentPlan:
         return max(0, bisect_right(starts, sample) - 1)
 
 
+def default_ramp(segment_seconds: float) -> tuple[float, ...]:
+    """Durations of the first segments: 1 s, then a third of a segment (10 s of 30)."""
+    return (FIRST_SEGMENT_SECONDS, segment_seconds * SECOND_SEGMENT_FRACTION)
+
+
 def plan_segments(
-    length: int, rate: int, segment_seconds: float, ramp: tuple[float, ...] = RAMP_SECONDS
+    length: int, rate: int, segment_seconds: float, ramp: tuple[float, ...] | None = None
 ) -> SegmentPlan:
     """Cut `length` samples into a short ramp, then segments of about `segment_seconds`.
 
-    The ramp (1, 2, 4, 8 s by default; entries longer than half a segment are
-    dropped) makes the first segment quick to produce, so playback starts
+    The ramp (`default_ramp` unless given; entries longer than half a segment
+    are dropped) makes the first segment quick to produce, so playback starts
     fast. Every segment is a whole number of 1024-sample frames, the number
     nearest to its duration; only the last may end inside a frame.
     """
+    if ramp is None:
+        ramp = default_ramp(segment_seconds)
     if length <= 0:
         raise ValueError(f"track length must be positive, got {length} samples")
     if rate <= 0:

@@ -12,6 +12,7 @@ FLAC_BITS = 24
 # benchmarks/peer.py); a cold request for either segment of a pair waits
 # for both.
 AAC_SEGMENTS_PER_ENCODE = 2
+AAC_PRIMING_SAMPLES = 1024  # one frame: ffmpeg's encoder's priming packet (SPEC §6)
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class Rendition:
     def segments_per_encode(self) -> int:
         """Segments per encode unit (`SegmentPlan.encode_units`): FLAC frames need no pre-roll."""
         return AAC_SEGMENTS_PER_ENCODE if self.codec == "aac" else 1
+
+    @property
+    def lead_samples(self) -> int:
+        """Samples the decoded media runs ahead of the source: AAC's priming packet,
+        kept in segment 0 (the tfdt of every later segment counts it)."""
+        return AAC_PRIMING_SAMPLES if self.codec == "aac" else 0
 
     def nominal_bitrate(self, channels: int) -> int:
         return self.bitrate if channels >= 2 else self.bitrate // 2

@@ -126,7 +126,10 @@ def test_package_writes_a_static_vod_package_with_the_servers_bytes(tmp_path: Pa
     assert proc.returncode == 0, proc.stderr
     assert "segment" in proc.stderr  # the progress bar
     master = parse_playlist((out / "master.m3u8").read_text())
-    assert [p.uri for p in master.playlists] == ["aac/index.m3u8", "flac/index.m3u8"]
+    assert [p.uri for p in master.playlists] == ["aac/index.m3u8"]  # one codec per master
+    lossless = parse_playlist((out / "master-lossless.m3u8").read_text())
+    assert [p.uri for p in lossless.playlists] == ["flac/index.m3u8"]
+    assert lossless.playlists[0].stream_info.codecs == "fLaC"
     media = parse_playlist((out / "aac" / "index.m3u8").read_text())
     assert media.playlist_type == "vod" and media.is_endlist
     for name in ("aac", "flac"):

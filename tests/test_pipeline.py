@@ -233,7 +233,7 @@ def test_a_shared_encoder_that_dies_is_a_clear_error() -> None:
 def test_the_first_segment_of_a_unit_is_handed_over_while_the_second_encodes(
     tmp_path: Path,
 ) -> None:
-    # 4 s segments: the ramp is 1 and 2 s, then pairs. The pair's first
+    # 4 s segments: the ramp is 1 and 1.3 s, then pairs. The pair's first
     # segment comes out early (on the encoder's reader thread), with the
     # packets it has in the unit's full result.
     src = tmp_path / "src.flac"

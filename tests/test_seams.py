@@ -17,8 +17,8 @@ from tests.conftest import MUSIC
 from tests.seams import SeamReport, check
 
 RATE = 44100
-# The end of the first full 30 s segment (after the 1-2-4-8 s ramp), about 45 s in.
-SEGMENT_END = plan_segments(RATE * 100, RATE, 30.0).segments[4].end
+# The end of the first full 30 s segment (after the 1 and 10 s ramp), about 41 s in.
+SEGMENT_END = plan_segments(RATE * 100, RATE, 30.0).segments[2].end
 
 
 def write_stream(

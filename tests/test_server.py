@@ -16,6 +16,7 @@ import soundfile as sf
 
 from hls import jobs
 from hls.streams import SourceRef, StreamSpec
+from processing.renditions import RENDITIONS
 from storage.catalog import Catalog
 from tests.conftest import Server, put_track, start_server
 from tests.helpers import decode, header_lines, parse_playlist
@@ -75,20 +76,29 @@ def test_live_playlist_is_event_then_gains_endlist_and_nothing_else(server: Serv
         for line in final_body.decode().splitlines()
         if line.startswith("#EXTINF")
     )
-    assert abs(total - Decimal(length) / rate) <= Decimal(1) / rate
+    # The timeline is the source plus AAC's priming frame, which segment 0's EXTINF carries.
+    lead = RENDITIONS["aac"].lead_samples
+    assert lead == 1024
+    assert abs(total - Decimal(length + lead) / rate) <= Decimal(1) / rate
     longest = max(s.duration for s in final.segments)
     assert final.target_duration == int(longest + 0.5)
 
 
-def test_master_points_at_every_rendition(server: Server) -> None:
+def test_masters_point_at_every_rendition_one_codec_each(server: Server) -> None:
     tid = server.track_id(TRACK)
-    for name, index in (("master.m3u8", "index.m3u8"), ("master-vod.m3u8", "vod.m3u8")):
+    masters = {
+        "master.m3u8": ("index.m3u8", ("aac", "aac-lo")),
+        "master-vod.m3u8": ("vod.m3u8", ("aac", "aac-lo")),
+        "master-lossless.m3u8": ("index.m3u8", ("flac",)),
+        "master-lossless-vod.m3u8": ("vod.m3u8", ("flac",)),
+    }
+    for name, (index, renditions) in masters.items():
         status, _, body = server.get(f"/hls/{tid}/adaptive/1.00/{name}")
         assert status == 200
         parsed = parse_playlist(body)
-        assert [p.uri for p in parsed.playlists] == [
-            f"{r}/{index}" for r in ("aac", "aac-lo", "flac")
-        ]
+        assert [p.uri for p in parsed.playlists] == [f"{r}/{index}" for r in renditions]
+    status, _, _ = server.get(f"/hls/{tid}/adaptive/1.00/master-lossy.m3u8")
+    assert status == 404
 
 
 def test_blocking_reload_holds_until_the_next_segment_is_listed(server: Server) -> None:
@@ -174,28 +184,28 @@ def test_vod_segment_out_of_order_matches_in_order_production(
 def test_the_first_segment_of_a_pair_is_answered_before_the_second_is_encoded(
     server: Server,
 ) -> None:
-    # With 10 s segments after a 1, 2, 4 s ramp, segments 5 and 6 are one
+    # With 10 s segments after a 1, 3.3 s ramp, segments 6 and 7 are one
     # encode unit. Asked for at once on a cold stream, the first is answered
     # as soon as the unit's encoder is past it, the second when it is done.
     tid = server.track_id(TRACK)
     base = f"/hls/{tid}/warm/0.40/aac"
     status, _, body = server.get(f"{base}/vod.m3u8")
-    assert status == 200 and len(parse_playlist(body).segments) > 6
+    assert status == 200 and len(parse_playlist(body).segments) > 7
     answered: dict[int, tuple[float, int, bytes]] = {}
 
     def fetch(index: int) -> None:
         status, _, body = server.get(f"{base}/{index}.m4s")
         answered[index] = (time.monotonic(), status, body)
 
-    threads = [threading.Thread(target=fetch, args=(i,)) for i in (5, 6)]
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in (6, 7)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert answered[5][1] == answered[6][1] == 200
-    print("answered 5 then 6 after", answered[6][0] - answered[5][0], "s")
-    assert answered[6][0] - answered[5][0] > 0.05  # not at once, when the pair is done
-    assert answered[5][2] == server.get(f"{base}/5.m4s")[2]
+    assert answered[6][1] == answered[7][1] == 200
+    print("answered 6 then 7 after", answered[7][0] - answered[6][0], "s")
+    assert answered[7][0] - answered[6][0] > 0.05  # not at once, when the pair is done
+    assert answered[6][2] == server.get(f"{base}/6.m4s")[2]
 
 
 @pytest.mark.parametrize(
