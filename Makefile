@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := ffmpeg nginx chromium
+APT_PACKAGES := ffmpeg nginx chromium gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
 SETUP_STAMP := $(VENV)/.setup-done
 
 .PHONY: run test setup system-deps lint check bench clean
