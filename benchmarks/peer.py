@@ -17,6 +17,11 @@ Runs alternate; medians and the ratios ours / peer are printed.
 (d) the next track: while the 7-minute track is produced in the background
     (1 s after its first request), a listener starts another never-seen
     track: time until its first segment's last byte.
+(e) a client without blocking reload (GStreamer, ffmpeg, Safari without
+    LL-HLS parts), cold: its first segment and
+    the two listed ahead of production (made when asked for), each as the
+    time from the first request; segment 1 must arrive before segment 0's
+    1 s has played, segment 2 before 1 s + 10 s.
 """
 
 from __future__ import annotations
@@ -94,6 +99,27 @@ def run_ours(library: Path, cache: Path) -> tuple[float, float]:
         server.stop()
 
 
+def run_nonblocking(library: Path, cache: Path) -> tuple[float, float, float]:
+    server = start_server(cache_dir=cache, library=library)
+    try:
+        tid = server.json("/api/tracks")["tracks"][0]["id"]
+        base = f"{server.url}/hls/{tid}/{PRESET}/1.00/aac"
+        started = time.perf_counter()
+        status, _, body = http_get(f"{base}/index.m3u8")  # no _HLS_msn
+        assert status == 200, body
+        uris = [s.uri for s in parse_playlist(body).segments]
+        assert len(uris) >= 3, body  # listed ahead: what such a client starts from
+        http_get(f"{base}/init.mp4")
+        times = []
+        for uri in uris[:3]:
+            status, _, _ = http_get(f"{base}/{uri}")
+            assert status == 200
+            times.append(time.perf_counter() - started)
+        return times[0], times[1], times[2]
+    finally:
+        server.stop()
+
+
 def run_seek(library: Path, cache: Path, index: int) -> float:
     server = start_server(cache_dir=cache, library=library)
     try:
@@ -160,6 +186,12 @@ def main() -> None:
             "whole track per run:  ratios " + ", ".join(f"{r:.3f}" for r in ratios)
             + f"; {sum(r <= 0.6 for r in ratios)} of {len(ratios)} at or under 0.60"
         )  # fmt: skip
+        nonblocking = [run_nonblocking(library, work / f"nb{run}") for run in range(args.runs)]
+        n0, n1, n2 = (statistics.median(x[i] for x in nonblocking) for i in (0, 1, 2))
+        print(
+            f"median non-blocking client: segment 0 {n0:.3f} s (ratio {n0 / pf:.2f} to the "
+            f"peer's first), segment 1 {n1:.3f} s, segment 2 {n2:.3f} s after the first request"
+        )
         seeks = {
             index: statistics.median(
                 run_seek(library, work / f"seek{index}-{run}", index) for run in range(args.runs)
