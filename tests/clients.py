@@ -368,16 +368,16 @@ def run_matrix(
     server: Server,
     stream: Stream,
     clients: tuple[str, ...],
-    parallel: int = 4,
     context_factory: Callable[[], AbstractContextManager[Any]] = browser_context,
 ) -> list[Cell]:
-    """Every cell of `clients` × ROWS, judged. Native clients run `parallel` at a
-    time; browsers one row at a time, its clients at once in one page (four or
-    more cold streams starting together on a 2-core machine make the first
-    seam wait: each is then a load test, not a client test)."""
+    """Every cell of `clients` × ROWS, judged, one row at a time: its GStreamer
+    cells at once in threads, its browser cells at once in one page, ffmpeg's
+    (not real time) after them. More
+    cold streams starting together (four or more on this 2-core machine, with
+    the players' own start-up) make the first seam wait: each cell would then
+    be a load test, not a client test."""
     todo = cells(server, stream, clients)
     limit = stream.seconds + 30
-    native = [c for c in todo if c.client not in BROWSERS]
     runner = {"ffmpeg": run_ffmpeg, **{name: run_gstreamer for name in GSTREAMER}}
 
     def run(cell: Cell) -> None:
@@ -386,8 +386,12 @@ def run_matrix(
         except Exception as exc:  # a cell's failure is reported in it, not raised
             cell.errors.append(f"{type(exc).__name__}: {exc}")
 
-    with ThreadPoolExecutor(parallel) as pool:
-        list(pool.map(run, native))
+    live = [c for c in todo if c.client in GSTREAMER]
+    with ThreadPoolExecutor(max(1, len(clients))) as pool:
+        for row, *_ in ROWS:
+            list(pool.map(run, [c for c in live if c.row == row]))
+        # As fast as it reads: after the real-time cells, so as not to load them.
+        list(pool.map(run, [c for c in todo if c.client == "ffmpeg"]))
     web = [c for c in todo if c.client in BROWSERS]
     if web:
         with context_factory() as context:
