@@ -202,11 +202,7 @@ async def master(request: web.Request) -> web.Response:
     variants = []
     for name in renditions:
         state = production.stream(stream.spec, name, stream.plan)
-        measured = None
-        if state.complete:  # bit rates measured from the segments once all are known
-            sizes = await production.segment_sizes(state)
-            if len(sizes) == len(stream.plan):
-                measured = playlist.bandwidths(stream.plan, sizes)
+        measured = await production.bit_rates(state)  # once every segment is known
         variants.append(
             playlist.Variant(
                 RENDITIONS[name], f"{name}/{media_name}", stream.source.channels, measured

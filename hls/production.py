@@ -28,6 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from hls import playlist
 from hls.errors import Overloaded
 from hls.preemption import Preempted, new_flags, run_in_slot
 from hls.streams import PreparedSource, SourceRef, StreamSpec, run_job
@@ -74,6 +75,7 @@ class StreamState:
     error: BaseException | None = None
     last_access: float = field(default_factory=time.monotonic)
     live_since: float | None = None  # when its live playlist was first answered (monotonic)
+    bit_rates: tuple[int, int] | None = None  # measured peak and mean, once complete
 
     def touch(self) -> None:
         """A client asked for this stream: keep (or restart) its background work."""
@@ -475,6 +477,15 @@ class Production:
             known = [o.live_since for o in others if o is not None and o.live_since is not None]
             state.live_since = min(known, default=now)
         return now - state.live_since
+
+    async def bit_rates(self, state: StreamState) -> tuple[int, int] | None:
+        """Peak and mean segment bit rate of a complete stream, measured from its
+        cached segments once (None while incomplete or if one was evicted)."""
+        if state.bit_rates is None and state.complete:
+            sizes = await self.segment_sizes(state)
+            if len(sizes) == len(state.plan):
+                state.bit_rates = playlist.bandwidths(state.plan, sizes)
+        return state.bit_rates
 
     async def segment_sizes(self, state: StreamState) -> dict[int, int]:
         """Sizes of the stream's segments in the cache (those evicted are missing)."""

@@ -38,12 +38,16 @@ from typing import Any
 import numpy as np
 from scipy import signal
 
+from processing.chain import PRESETS as CHAIN_PRESETS
+from processing.plan import FRAME_SAMPLES
 from tests.conftest import ROOT, Server
 from tests.helpers import decode, parse_playlist
 
-FRAME = 1024
+FRAME = FRAME_SAMPLES
+# The expected lead, written out (not read from the renditions): AAC's one
+# priming frame, FLAC none.
 LEAD = {"aac": 1024, "aac-lo": 1024, "flac": 0}
-PRESETS = ("adaptive", "gentle", "warm", "bright", "punchy", "original")
+PRESETS = tuple(CHAIN_PRESETS)
 
 # (row name, playlist path under the stream, rendition whose timeline it plays)
 ROWS: tuple[tuple[str, str, str], ...] = (
