@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 import struct
@@ -17,9 +16,11 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from hls import fmp4, playlist
-from hls.errors import BadParameter, NotFound, classify
+from hls.errors import BadParameter, NotFound, NotReady, classify
+from hls.http import CORS_ORIGIN, ERROR_CACHE, SEGMENT_CACHE, cors, media_response
 from hls.production import ON_DEMAND, Production, StreamState
 from hls.settings import Settings
+from hls.signing import Signer
 from hls.streams import PreparedSource, SourceRef, StreamSpec, plan_for, run_job
 from processing.params import PRESET_NAMES, canonical_intensity
 from processing.plan import SegmentPlan
@@ -37,12 +38,13 @@ INTENSITY_TEXT = re.compile(r"^(\d{1,3}(\.\d{0,8})?|\.\d{1,8})$")
 SEGMENT_NAME = re.compile(r"^(0|[1-9]\d{0,6})\.m4s$")
 LIVE_CACHE = "public, max-age=1"
 PLAYLIST_CACHE = "public, max-age=60"
-SEGMENT_CACHE = "public, max-age=86400"
+SIGNED = "/s/{expires:\\d+}/{signature}"
 
 SETTINGS = web.AppKey("settings", Settings)
 CATALOG = web.AppKey("catalog", Catalog)
 CACHE = web.AppKey("cache", DiskCache)
 PRODUCTION = web.AppKey("production", Production)
+SIGNER = web.AppKey("signer", Signer)
 
 
 class Metrics:
@@ -60,6 +62,19 @@ class Metrics:
         self.preemptions = Gauge(
             "hls_origin_preemptions",
             "Background jobs asked to stop since start so that a listener's work got a worker",
+            registry=self.registry,
+        )
+        self.produced = Gauge(
+            "hls_origin_segments_produced",
+            "Segments this origin produced (encoded) since start",
+            registry=self.registry,
+        )
+        self.served = Counter(
+            "hls_origin_segments_served", "Media segments answered", registry=self.registry
+        )
+        self.cache_hits = Counter(
+            "hls_origin_segment_cache_hits",
+            "Media segments answered from the cache, without waiting for production",
             registry=self.registry,
         )
         self.segment_seconds = Histogram(
@@ -110,6 +125,7 @@ class Stream:
     spec: StreamSpec
     source: PreparedSource
     plan: SegmentPlan
+    modified: float  # the source file's mtime: what every byte of the stream derives from
 
 
 def _canonical_or_redirect(request: web.Request) -> tuple[str, str]:
@@ -135,7 +151,9 @@ async def open_stream(app: web.Application, tid: str, preset: str, intensity: st
         raise NotFound(f"no track with id {tid[:40]!r}")
     catalog, settings = app[CATALOG], app[SETTINGS]
     track = catalog.get(tid)
-    key = await asyncio.to_thread(catalog.fingerprint, track)
+    key, modified = await asyncio.to_thread(
+        lambda: (catalog.fingerprint(track), track.file.stat().st_mtime)
+    )
     source = SourceRef(str(track.file), key)
     cache_dir = str(app[CACHE].root)
     prepared = await app[PRODUCTION].prepare(source, cache_dir)
@@ -143,14 +161,15 @@ async def open_stream(app: web.Application, tid: str, preset: str, intensity: st
         source, preset, intensity, settings.segment_seconds,
         settings.context_seconds, settings.overlap_seconds, cache_dir,
     )  # fmt: skip
-    return Stream(track, spec, prepared, plan_for(spec, prepared.length, prepared.rate))
-
-
-def _text(body: str, content_type: str, cache: str) -> web.Response:
-    return web.Response(text=body, content_type=content_type, headers={"Cache-Control": cache})
+    plan = plan_for(spec, prepared.length, prepared.rate)
+    return Stream(track, spec, prepared, plan, modified)
 
 
 M3U8 = "application/vnd.apple.mpegurl"
+
+
+def _playlist(request: web.Request, body: str, cache: str, modified: float | None) -> web.Response:
+    return media_response(request, body.encode(), M3U8, cache, modified, compressible=True)
 
 
 # --- Handlers -------------------------------------------------------------
@@ -175,12 +194,22 @@ async def metrics(request: web.Request) -> web.Response:
     request.app[METRICS].cache_bytes.set(production.index.total_bytes)
     request.app[METRICS].evictions.set(production.index.evicted)
     request.app[METRICS].preemptions.set(production.preempted)
+    request.app[METRICS].produced.set(production.produced)
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
 async def tracks(request: web.Request) -> web.Response:
-    return web.json_response({"tracks": [t.to_json() for t in request.app[CATALOG].tracks()]})
+    """The library; each track with its stream base (signed when a key is set) and
+    the master playlist of the default preset under it."""
+    signer = request.app.get(SIGNER)
+    listed = []
+    for track in request.app[CATALOG].tracks():
+        base = (signer.prefix(track.id) if signer else "") + f"/hls/{track.id}"
+        listed.append(
+            {**track.to_json(), "hls": base, "master": f"{base}/adaptive/1.00/master.m3u8"}
+        )
+    return web.json_response({"tracks": listed})
 
 
 # Multivariant playlists: one codec each, so that any client can switch
@@ -208,7 +237,9 @@ async def master(request: web.Request) -> web.Response:
                 RENDITIONS[name], f"{name}/{media_name}", stream.source.channels, measured
             )
         )
-    return _text(playlist.master_playlist(variants), M3U8, PLAYLIST_CACHE)
+    final = all(v.measured is not None for v in variants)  # nominal rates until then
+    body = playlist.master_playlist(variants)
+    return _playlist(request, body, PLAYLIST_CACHE, stream.modified if final else None)
 
 
 async def rendition_file(request: web.Request) -> web.StreamResponse:
@@ -220,52 +251,47 @@ async def rendition_file(request: web.Request) -> web.StreamResponse:
     production = request.app[PRODUCTION]
     state = production.stream(stream.spec, rendition, stream.plan)
     if name == "index.m3u8":
-        return await live_playlist(request, production, state)
+        return await live_playlist(request, production, state, stream.modified)
     if name == "vod.m3u8":
         lead = RENDITIONS[rendition].lead_samples
         body = playlist.media_playlist(
             stream.plan, len(stream.plan), complete=True, live=False, lead=lead
         )
-        return _text(body, M3U8, PLAYLIST_CACHE)
+        return _playlist(request, body, PLAYLIST_CACHE, stream.modified)
     if name == "init.mp4":
         data = fmp4.init_segment(RENDITIONS[rendition], stream.source.rate, stream.source.channels)
-        return _bytes(
-            request,
-            data,
-            "audio/mp4",
-            f"init-{rendition}-{stream.source.rate}-{stream.source.channels}",
-        )
+        return media_response(request, data, "audio/mp4", SEGMENT_CACHE, stream.modified)
     index = int(name.split(".")[0])
     if index >= len(stream.plan):
         raise NotFound(f"segment {index} is past the end (the track has {len(stream.plan)})")
     state.touch()
-    data = await production.segment_bytes(state, index)
+    data, found = await production.segment_bytes(state, index)
     production.ensure_background(state)  # after: the requested segment has the machine first
-    key = "/".join(stream.spec.segment_key(rendition, index))
-    etag = hashlib.sha256(key.encode()).hexdigest()[:32]
-    return _bytes(request, data, "video/iso.segment", etag)
-
-
-def _bytes(request: web.Request, data: bytes, content_type: str, etag: str) -> web.Response:
-    headers = {"Cache-Control": SEGMENT_CACHE, "ETag": f'"{etag}"', "Content-Type": content_type}
-    if request.headers.get("If-None-Match") == f'"{etag}"':
-        return web.Response(status=304, headers=headers)
-    return web.Response(body=data, headers=headers)
+    request.app[METRICS].served.inc()
+    if found:
+        request.app[METRICS].cache_hits.inc()
+    return media_response(request, data, "video/iso.segment", SEGMENT_CACHE, stream.modified)
 
 
 async def live_playlist(
-    request: web.Request, production: Production, state: StreamState
+    request: web.Request, production: Production, state: StreamState, modified: float
 ) -> web.Response:
     """The live-then-VOD playlist, with blocking reload while incomplete (§4)."""
     settings = request.app[SETTINGS]
     state.touch()
-    if state.listed > 0:
-        production.ensure_background(state)
     msn_text = request.query.get("_HLS_msn")
     if msn_text is not None and not state.complete:
         if not re.fullmatch(r"\d{1,9}", msn_text):
             raise BadParameter(f"_HLS_msn must be a non-negative integer, got {msn_text[:20]!r}")
         msn = int(msn_text)
+        if state.live_since is None:
+            # The first live request here already knows segments 0..msn-1: they
+            # were listed by another origin (failover, §9) or by this one
+            # before a restart. They stay listed; each is made when asked for.
+            state.claimed = min(msn, len(state.plan))
+    if state.listed > 0:
+        production.ensure_background(state)
+    if msn_text is not None and not state.complete:
         listed = _live_listed(production, state)
         if msn > listed - 1 + 2:
             raise BadParameter(
@@ -274,11 +300,17 @@ async def live_playlist(
         # A player is waiting for these: they jump ahead of background work.
         for index in range(state.listed, min(msn + 1, len(state.plan))):
             production.request_soon(state, index)
-        deadline = asyncio.get_running_loop().time() + settings.blocking_reload_seconds
+        hold = min(settings.blocking_reload_seconds, 3 * playlist.target_duration(state.plan))
+        deadline = asyncio.get_running_loop().time() + hold
         while _live_listed(production, state) <= msn and not state.complete:
             left = deadline - asyncio.get_running_loop().time()
-            if left <= 0 or state.state == "failed":
+            if state.state == "failed":
                 break
+            if left <= 0:
+                raise NotReady(
+                    f"segment {msn} was not ready within {hold:g} s; reload the playlist",
+                    headers={"Retry-After": "1"},
+                )
             # Listed by production, or by the live clock (at most a second away).
             await production.wait_listed(state, state.listed + 1, min(left, 1.0))
     if state.listed == 0:
@@ -294,7 +326,9 @@ async def live_playlist(
     body = playlist.media_playlist(
         state.plan, listed, complete=state.complete, live=True, lead=lead
     )
-    return _text(body, M3U8, PLAYLIST_CACHE if state.complete else LIVE_CACHE)
+    if state.complete:
+        return _playlist(request, body, PLAYLIST_CACHE, modified)
+    return _playlist(request, body, LIVE_CACHE, None)
 
 
 def _live_listed(production: Production, state: StreamState) -> int:
@@ -382,14 +416,17 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         metrics_.requests.labels(str(exc.status)).inc()
         body = {"error": exc.reason.lower(), "detail": f"{request.method} {request.path[:200]}"}
-        return web.json_response(body, status=exc.status)
+        kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        return web.json_response(
+            body, status=exc.status, headers={**kept, "Cache-Control": ERROR_CACHE}
+        )
     except asyncio.CancelledError:
         raise
     except Exception as exc:
         status_, error, detail = classify(exc)
         if status_ >= 500:
             log.exception("error serving %s", request.path)
-        headers = dict(getattr(exc, "headers", {}) or {})
+        headers = {**dict(getattr(exc, "headers", {}) or {}), "Cache-Control": ERROR_CACHE}
         if status_ == 503:
             headers.setdefault("Retry-After", "2")
         metrics_.requests.labels(str(status_)).inc()
@@ -398,6 +435,18 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         )
     metrics_.requests.labels(str(response.status)).inc()
     return response
+
+
+@web.middleware
+async def signed_links(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With a signing key, a track's streams are answered only under a valid
+    `/s/{expires}/{signature}` prefix (SPEC §9); the rest (the player, the
+    track list, health, metrics) stays open."""
+    signer = request.app.get(SIGNER)
+    match = request.match_info
+    if signer is not None and "track" in match:
+        signer.check(match.get("expires"), match.get("signature"), match["track"])
+    return await handler(request)
 
 
 async def _catalog(settings: Settings, production: Production) -> Catalog:
@@ -441,9 +490,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[json_errors])
+    app = web.Application(middlewares=[cors, json_errors, signed_links])
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[CORS_ORIGIN] = settings.cors_origin
+    if settings.signing_key:
+        app[SIGNER] = Signer(settings.signing_key, settings.signing_ttl)
     app.cleanup_ctx.append(_resources)
     r = app.router
     r.add_get("/", index_page)
@@ -451,8 +503,14 @@ def create_app(settings: Settings) -> web.Application:
     r.add_get("/healthz", healthz)
     r.add_get("/metrics", metrics)
     r.add_get("/api/tracks", tracks)
-    r.add_get("/api/status/{track}/{preset}/{intensity}", status)
-    r.add_get("/api/player/stream/{track}", progressive)
-    r.add_get("/hls/{track}/{preset}/{intensity}/{name:master(-lossless)?(-vod)?\\.m3u8}", master)
-    r.add_get("/hls/{track}/{preset}/{intensity}/{rendition}/{name}", rendition_file)
+    streams = (
+        ("/api/status/{track}/{preset}/{intensity}", status),
+        ("/api/player/stream/{track}", progressive),
+        ("/hls/{track}/{preset}/{intensity}/{name:master(-lossless)?(-vod)?\\.m3u8}", master),
+        ("/hls/{track}/{preset}/{intensity}/{rendition}/{name}", rendition_file),
+    )
+    for path, handler in streams:
+        r.add_get(path, handler)
+        if settings.signing_key:  # the same under a link's prefix (unsigned: refused)
+            r.add_get(SIGNED + path, handler)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hls.signing import LinkRefused
 from processing.errors import DecodeError, EncodeError
 from storage.errors import CacheWriteError, TrackNotFound
 
@@ -30,9 +31,16 @@ class Overloaded(HTTPError):
     status, error = 503, "overloaded"
 
 
+class NotReady(HTTPError):
+    """A blocking playlist reload whose segment did not come in time (rfc8216bis §6.2.5.2)."""
+
+    status, error = 503, "segment not ready"
+
+
 # Domain exception → (status, error), looked up along the class hierarchy.
 STATUS_TABLE: dict[type[BaseException], tuple[int, str]] = {
     TrackNotFound: (404, "unknown track"),
+    LinkRefused: (403, "forbidden"),
     DecodeError: (422, "source cannot be decoded"),
     EncodeError: (500, "encoding failed"),
     CacheWriteError: (503, "cache unavailable"),

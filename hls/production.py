@@ -76,6 +76,7 @@ class StreamState:
     last_access: float = field(default_factory=time.monotonic)
     live_since: float | None = None  # when its live playlist was first answered (monotonic)
     bit_rates: tuple[int, int] | None = None  # measured peak and mean, once complete
+    claimed: int = 0  # segments a client saw listed elsewhere (a stream taken over)
 
     def touch(self) -> None:
         """A client asked for this stream: keep (or restart) its background work."""
@@ -83,9 +84,10 @@ class StreamState:
 
     @property
     def listed(self) -> int:
-        """Length of the contiguous prefix of produced segments."""
+        """Segments listed as made: the contiguous prefix of produced segments,
+        where those `claimed` count as made (they are, elsewhere or when asked)."""
         count = 0
-        while count in self.done:
+        while count < self.claimed or count in self.done:
             count += 1
         return count
 
@@ -584,15 +586,18 @@ class Production:
         if self.index.total_bytes > self.index.max_bytes:
             await asyncio.to_thread(self.index.evict)
 
-    async def segment_bytes(self, state: StreamState, index: int) -> bytes:
-        """The bytes of one segment, produced first if missing (again if evicted meanwhile)."""
+    async def segment_bytes(self, state: StreamState, index: int) -> tuple[bytes, bool]:
+        """The bytes of one segment, produced first if missing (again if evicted
+        meanwhile), and whether they were in the cache when asked for."""
         key = state.spec.segment_key(state.rendition, index)
+        found = self.cache.get(*key) is not None
         for _ in range(3):
             await self._stored(state, index)
             try:
-                return await asyncio.to_thread(self.cache.path(*key).read_bytes)
+                return await asyncio.to_thread(self.cache.path(*key).read_bytes), found
             except FileNotFoundError:
                 self.index.forget(key)  # evicted between production and reading
+                found = False
         raise FileNotFoundError(f"segment {index} keeps vanishing from the cache")
 
     async def _stored(self, state: StreamState, index: int) -> None:

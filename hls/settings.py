@@ -68,6 +68,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("segment_seconds", _seconds, 30.0, "target segment duration in seconds"),
     Setting("secret", str, "hls-origin", "key from which opaque track ids are derived"),
     Setting(
+        "signing_key",
+        str,
+        None,
+        "stream only signed links /s/{expires}/{signature}/... made with this key (SPEC §9)",
+    ),  # fmt: skip
+    Setting("signing_ttl", _positive_int, 86400, "seconds a link from /api/tracks stays valid"),
+    Setting("cors_origin", str, "*", "Access-Control-Allow-Origin of every answer"),
+    Setting(
         "max_pending",
         _positive_int,
         32,
@@ -94,9 +102,15 @@ class Settings:
     secret: str = "hls-origin"
     idle_seconds: float = 120.0
     max_pending: int = 32
+    signing_key: str | None = None
+    signing_ttl: int = 86400
+    cors_origin: str = "*"
     context_seconds: float = 5.0
     overlap_seconds: float = 1.0
-    blocking_reload_seconds: float = 6.0  # hls.js gives a playlist request 10 s
+    # A blocking reload is held at most this long, and at most three target
+    # durations (rfc8216bis §6.2.5.2), then answered 503: hls.js gives a
+    # playlist request 10 s.
+    blocking_reload_seconds: float = 6.0
 
     @property
     def resolved_cache_dir(self) -> Path:

@@ -50,9 +50,13 @@ def test_tracks_lists_ids_that_are_not_paths(server: Server) -> None:
         "duration",
         "sample_rate",
         "channels",
+        "hls",
+        "master",
     }
     for t in tracks:
         assert "/" not in t["id"] and t["id"] not in t["path"]
+        assert t["hls"] == f"/hls/{t['id']}"  # no signing key: open links
+        assert t["master"] == f"/hls/{t['id']}/adaptive/1.00/master.m3u8"
 
 
 def test_live_playlist_is_event_then_gains_endlist_and_nothing_else(server: Server) -> None:
