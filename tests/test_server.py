@@ -370,3 +370,23 @@ def test_background_work_pauses_when_nobody_listens_and_resumes_on_demand(tmp_pa
         wait_complete(srv, base)  # asking again resumes it
     finally:
         srv.stop()
+
+
+def test_a_stream_taken_over_lists_what_its_player_had_seen(server: Server) -> None:
+    # The first request this origin gets for a stream is a blocking reload
+    # for segment 5: another origin (dead now, §9) or this one before a
+    # restart had listed 0..4. They stay listed, and 5 is made at once.
+    tid = server.track_id(TRACK)
+    base = f"/hls/{tid}/bright/0.85/aac"
+    started = time.monotonic()
+    status, _, body = server.get(f"{base}/index.m3u8?_HLS_msn=5")
+    took = time.monotonic() - started
+    assert status == 200, body
+    listed = parse_playlist(body).segments
+    _, _, vod = server.get(f"{base}/vod.m3u8")
+    expected = parse_playlist(vod).segments
+    assert len(listed) >= 6 and b"#EXT-X-ENDLIST" not in body or len(listed) == len(expected)
+    assert [s.duration for s in listed] == [s.duration for s in expected[: len(listed)]]
+    print(f"taken-over stream: segment 5 listed after {took:.2f} s, {len(listed)} listed")
+    assert took < 3.0
+    assert server.get(f"{base}/5.m4s")[0] == 200
