@@ -40,7 +40,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.chain import seven_minute_track  # noqa: E402
-from tests.conftest import http_get, start_server  # noqa: E402
+from tests.conftest import PeakPss, Server, http_get, start_server  # noqa: E402
 from tests.helpers import parse_playlist  # noqa: E402
 
 PEER_FILTER = (
@@ -51,11 +51,11 @@ PEER_FILTER = (
 PRESET = "punchy"
 
 
-def run_peer(source: Path, out: Path) -> tuple[float, float]:
+def run_peer(source: Path, out: Path, chain: str = PEER_FILTER) -> tuple[float, float]:
     out.mkdir(parents=True)
     playlist = out / "index.m3u8"
     cmd = [
-        "ffmpeg", "-nostdin", "-v", "error", "-i", str(source), "-af", PEER_FILTER,
+        "ffmpeg", "-nostdin", "-v", "error", "-i", str(source), "-af", chain,
         "-c:a", "aac", "-b:a", "256k", "-f", "hls", "-hls_time", "30",
         "-hls_playlist_type", "event", "-hls_segment_type", "fmp4", str(playlist),
     ]  # fmt: skip
@@ -76,27 +76,40 @@ def run_peer(source: Path, out: Path) -> tuple[float, float]:
     return first if first is not None else total, total
 
 
-def run_ours(library: Path, cache: Path) -> tuple[float, float]:
+def run_ours(
+    library: Path, cache: Path, preset: str = PRESET, memory: list[float] | None = None
+) -> tuple[float, float]:
+    """First segment and whole track of the library's (only) track, cold; the
+    process tree's peak PSS (MB) appended to `memory` when given."""
     server = start_server(cache_dir=cache, library=library)
     try:
-        tid = server.json("/api/tracks")["tracks"][0]["id"]
-        base = f"{server.url}/hls/{tid}/{PRESET}/1.00/aac"
-        started = time.perf_counter()
-        status, _, body = http_get(f"{base}/index.m3u8")
-        assert status == 200, body
-        first_uri = parse_playlist(body).segments[0].uri
-        http_get(f"{base}/init.mp4")
-        status, _, _ = http_get(f"{base}/{first_uri}")
-        assert status == 200
-        first = time.perf_counter() - started
-        msn = len(parse_playlist(body).segments)
-        while b"#EXT-X-ENDLIST" not in body:
-            status, _, body = http_get(f"{base}/index.m3u8?_HLS_msn={msn}")
-            msn = len(parse_playlist(body).segments)
-        total = time.perf_counter() - started
-        return first, total
+        if memory is None:
+            return _first_and_whole(server, preset)
+        with PeakPss(server.process.pid, interval=0.1) as pss:
+            times = _first_and_whole(server, preset)
+        memory.append(pss.peak)
+        return times
     finally:
         server.stop()
+
+
+def _first_and_whole(server: Server, preset: str) -> tuple[float, float]:
+    tid = server.json("/api/tracks")["tracks"][0]["id"]
+    base = f"{server.url}/hls/{tid}/{preset}/1.00/aac"
+    started = time.perf_counter()
+    status, _, body = http_get(f"{base}/index.m3u8")
+    assert status == 200, body
+    first_uri = parse_playlist(body).segments[0].uri
+    http_get(f"{base}/init.mp4")
+    status, _, _ = http_get(f"{base}/{first_uri}")
+    assert status == 200
+    first = time.perf_counter() - started
+    msn = len(parse_playlist(body).segments)
+    while b"#EXT-X-ENDLIST" not in body:
+        status, _, body = http_get(f"{base}/index.m3u8?_HLS_msn={msn}")
+        msn = len(parse_playlist(body).segments)
+    total = time.perf_counter() - started
+    return first, total
 
 
 def run_nonblocking(library: Path, cache: Path) -> tuple[float, float, float]:

@@ -99,7 +99,7 @@ def media_response(
     bodies (playlists) are gzipped when accepted, unless a range is asked
     for; gzip's header carries no time, so the same URL gives the same bytes.
     """
-    headers = {
+    headers: dict[str, str] = {
         hdrs.CONTENT_TYPE: content_type,
         hdrs.CACHE_CONTROL: cache_control,
         hdrs.LAST_MODIFIED: http_date(time.time() if modified is None else modified),
