@@ -12,7 +12,7 @@ run: setup
 	$(VENV)/bin/hls-origin serve --host 127.0.0.1 --port 8080
 
 test: setup lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=12
 
 setup: system-deps $(SETUP_STAMP) node_modules/hls.js/package.json
 

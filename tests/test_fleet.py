@@ -8,6 +8,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -38,19 +39,18 @@ def fleet_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return lib
 
 
-def start_fleet(library: Path, tmp: Path, count: int, *args: str) -> list[Server]:
-    return [
-        start_server(
-            "--segment-seconds",
-            "10",
-            "--workers",
-            "1",
-            *args,
-            cache_dir=tmp / f"cache-{i}",
-            library=library,
-        )  # fmt: skip
-        for i in range(count)
-    ]
+def start_fleet(
+    library: Path, tmp: Path, count: int, shared_cache: bool = False, **env: str
+) -> list[Server]:
+    """`count` origins started at once, each with its own cache directory or one shared."""
+
+    def start(i: int) -> Server:
+        cache = tmp / ("shared-cache" if shared_cache else f"cache-{i}")
+        args = ("--segment-seconds", "10", "--workers", "1")
+        return start_server(*args, cache_dir=cache, library=library, env=env)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(start, range(count)))
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +65,7 @@ def test_signed_links_are_checked_by_nginx_before_the_origin_and_play(
     fleet_library: Path, tmp_path: Path, browser: object
 ) -> None:
     env = {"HLS_ORIGIN_SIGNING_KEY": KEY}
-    origin = start_server(
-        "--segment-seconds", "10", "--workers", "1",
-        cache_dir=tmp_path / "signed-cache", library=fleet_library, env=env,
-    )  # fmt: skip
+    (origin,) = start_fleet(fleet_library, tmp_path, 1, **env)
     edge = start_edge([origin], tmp_path / "nginx", env)
     try:
         track = next(t for t in edge_json(edge, "/api/tracks")["tracks"] if "battle" in t["path"])
@@ -95,11 +92,11 @@ def test_signed_links_are_checked_by_nginx_before_the_origin_and_play(
         for why, path in refused.items():
             assert origin.get(path)[0] == 403, why
         # A signed link plays in hls.js through nginx (the player page too).
-        log = play(browser, edge.url + "/", track["master"], until=12.0)
+        log = play(browser, edge.url + "/", track["master"], until=5.0)
         print("signed link through nginx:", {k: v for k, v in log.items() if k != "frags"})
         assert not log["errors"] and log["playing"] is not None, log
         assert [s for s in log["stalls"] if s[1] > 0.5] == [], log
-        assert len(log["buffered"]) == 1 and log["currentTime"] >= 12.0, log
+        assert len(log["buffered"]) == 1 and log["currentTime"] >= 5.0, log
         status, headers, _ = edge.get(f"{base}/adaptive/1.00/aac/0.m4s")
         assert status == 200 and headers["X-Cache-Status"] == "HIT"
     finally:
@@ -120,7 +117,8 @@ def test_each_track_is_made_by_exactly_one_origin_of_the_fleet(
     edge = start_edge(fleet, tmp_path / "nginx")
     try:
         owners = {}
-        for track in edge_json(edge, "/api/tracks")["tracks"]:
+        tracks = [t for t in edge_json(edge, "/api/tracks")["tracks"] if t["duration"] < 100]
+        for track in tracks:
             before = [metric(o, "hls_origin_segments_produced") for o in fleet]
             base = f"/hls/{track['id']}/adaptive/1.00/aac"
             status, _, body = edge.get(f"{base}/vod.m3u8")
@@ -142,7 +140,7 @@ def test_each_track_is_made_by_exactly_one_origin_of_the_fleet(
         total = sum(metric(o, "hls_origin_segments_served") for o in fleet)
         segments = sum(
             len(parse_playlist(edge.get(f"/hls/{t['id']}/adaptive/1.00/aac/vod.m3u8")[2]).segments)
-            for t in edge_json(edge, "/api/tracks")["tracks"]
+            for t in tracks
         )
         assert total == segments, (total, segments)
     finally:
@@ -180,14 +178,14 @@ def test_playback_goes_on_when_its_origin_is_killed(
         killer = threading.Thread(target=kill_the_producer)
         killer.start()
         url = f"/hls/{tid}/punchy/1.00/master.m3u8"
-        log = play(browser, edge.url + "/", url, until=30.0)
+        log = play(browser, edge.url + "/", url, until=22.0)
         killer.join()
         stalls = log["stalls"]
         print(f"killed origin {killed}; stalls {stalls}; errors {log['errors']};"
               f" {len(log['frags'])} fragments, played to {log['currentTime']:.1f} s")  # fmt: skip
         assert killed, "no origin produced the stream"
         assert not log["errors"], log["errors"]
-        assert log["currentTime"] >= 30.0 and len(log["buffered"]) == 1, log["buffered"]
+        assert log["currentTime"] >= 22.0 and len(log["buffered"]) == 1, log["buffered"]
         assert all(seconds < 2.0 for _, seconds in stalls), stalls
         survivors = [o for i, o in enumerate(fleet) if i not in killed]
         assert sum(metric(o, "hls_origin_segments_produced") for o in survivors) > 0

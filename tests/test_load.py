@@ -24,10 +24,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import Server, start_server, tree_pss_mb
+from tests.conftest import tree_pss_mb
 from tests.edge import metric, start_edge
 from tests.helpers import parse_playlist
-from tests.test_fleet import TRACKS, fleet_library  # noqa: F401  (the shared library fixture)
+from tests.test_fleet import TRACKS, fleet_library, start_fleet  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nginx") is None, reason="nginx is installed by make test"
@@ -87,7 +87,7 @@ async def listener(
             if blocking:
                 url = f"{base}/aac/index.m3u8?_HLS_msn={index}"
             else:  # RFC 8216 §6.3.4: reload one target duration after a change
-                await asyncio.sleep(playlist.target_duration / 2)
+                await asyncio.sleep(min(playlist.target_duration / 2, end - time.monotonic()))
                 url = f"{base}/aac/index.m3u8"
             got = await fetch(session, url, stats, blocking=blocking)
             if got is None:
@@ -96,7 +96,10 @@ async def listener(
             continue
         segment = playlist.segments[index]
         # Fetched once the buffer ahead of the play head has room for it.
-        await asyncio.sleep(max(0.0, began + position - BUFFER_AHEAD - time.monotonic()))
+        due = min(began + position - BUFFER_AHEAD, end)
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        if time.monotonic() >= end:
+            return
         got = await fetch(session, f"{base}/aac/{segment.uri}", stats)
         if got is None:
             return
@@ -141,13 +144,7 @@ def test_two_hundred_listeners_through_nginx_for_two_minutes(
     fleet_library: Path,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    shared = tmp_path / "shared-cache"
-    fleet: list[Server] = [
-        start_server(
-            "--segment-seconds", "10", "--workers", "1", cache_dir=shared, library=fleet_library
-        )  # fmt: skip
-        for _ in range(3)
-    ]
+    fleet = start_fleet(fleet_library, tmp_path, 3, shared_cache=True)
     edge = start_edge(fleet, tmp_path / "nginx")
     try:
         tracks = [t["id"] for t in fleet[0].json("/api/tracks")["tracks"]]
