@@ -18,10 +18,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from hls import fmp4, playlist
 from hls.errors import BadParameter, NotFound, NotReady, classify
 from hls.http import CORS_ORIGIN, ERROR_CACHE, SEGMENT_CACHE, cors, media_response
-from hls.production import ON_DEMAND, Production, StreamState
+from hls.production import Production, StreamState
 from hls.settings import Settings
 from hls.signing import Signer
-from hls.streams import PreparedSource, SourceRef, StreamSpec, plan_for, run_job
+from hls.streams import PreparedSource, SourceRef, StreamSpec, plan_for
+from hls.workers import run_job
+from hls.workqueue import ON_DEMAND
 from processing.params import PRESET_NAMES, canonical_intensity
 from processing.plan import SegmentPlan
 from processing.renditions import RENDITIONS
@@ -193,7 +195,7 @@ async def metrics(request: web.Request) -> web.Response:
     production = request.app[PRODUCTION]
     request.app[METRICS].cache_bytes.set(production.index.total_bytes)
     request.app[METRICS].evictions.set(production.index.evicted)
-    request.app[METRICS].preemptions.set(production.preempted)
+    request.app[METRICS].preemptions.set(production.work.preempted)
     request.app[METRICS].produced.set(production.produced)
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
@@ -394,7 +396,7 @@ async def progressive(request: web.Request) -> web.StreamResponse:
         wav_header(stream.source.rate, stream.source.channels, stream.source.length)
     )
     for index in range(len(stream.plan)):
-        pcm = await production.run(
+        pcm = await production.work.run(
             (("pcm", stream.spec, index),), ON_DEMAND, run_job, "segment_pcm16", stream.spec, index
         )
         await response.write(pcm)
@@ -455,11 +457,11 @@ async def _catalog(settings: Settings, production: Production) -> Catalog:
     library = settings.library
     if library is None:
         demo = settings.resolved_cache_dir / "demo-library"
-        library = Path(await production.call("demo_library", str(demo)))
+        library = Path(await production.work.call("demo_library", str(demo)))
     if not library.is_dir():
         raise SystemExit(f"library {library} is not a directory")
     catalog = Catalog(library, settings.secret)
-    catalog.load(await production.call("scan_library", str(catalog.root), settings.secret))
+    catalog.load(await production.work.call("scan_library", str(catalog.root), settings.secret))
     return catalog
 
 

@@ -1,65 +1,39 @@
-"""Scheduling of production work on a pool of worker processes.
+"""What is produced, for which stream, and when: segments on demand, streams in the background.
 
-- A priority queue feeds one dispatcher per worker: segments a client waits
-  for (priority ON_DEMAND) go before background work (BACKGROUND).
-- Single flight: concurrent requests for the same missing segment share one
-  production.
 - A stream (track, preset, intensity, rendition) is produced in order in the
-  background once its live playlist is requested; its state tells playlists
-  how many segments are listed and wakes blocking reloads.
-- A client that disconnects does not cancel work that is queued or running.
-- Background work gives its worker up when a listener's work waits for one
-  (`hls.preemption`): the stopped run goes back to its lane, which resumes
-  once listeners' work is done.
+  background once its live playlist is requested, in one lane per worker
+  (`hls.lanes`); its state tells playlists how many segments are listed and
+  wakes blocking reloads.
+- A listener's segment is produced at once (ON_DEMAND) with the rest of its
+  encode unit, and answered as soon as it is stored.
+- Background work stopped for a listener (`hls.workqueue`) goes back to its
+  lane, which resumes once listeners' work is done.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import multiprocessing
-import os
 import time
-from collections import deque
 from collections.abc import Callable, Hashable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
 
 from hls import playlist
-from hls.errors import Overloaded
-from hls.preemption import Preempted, new_flags, run_in_slot
-from hls.streams import PreparedSource, SourceRef, StreamSpec, run_job
-from hls.workers import init_worker
+from hls.lanes import Lanes
+from hls.preemption import Preempted
+from hls.streams import PreparedSource, SourceRef, StreamSpec
+from hls.workers import run_job
+from hls.workqueue import BACKGROUND, MAX_PENDING, ON_DEMAND, PREPARE, WorkQueue, consume_exception
 from processing.plan import SegmentPlan
 from processing.renditions import RENDITIONS
 from storage.cache import DiskCache
 from storage.eviction import LruIndex
 
-ON_DEMAND = 0
-PREPARE = 0
-BACKGROUND = 10
-MAX_PENDING = 32  # on-demand jobs waiting for a worker before new ones get 503
 IDLE_SECONDS = 120.0  # background work of a stream nobody asked for pauses after this
 MAX_STREAMS = 512  # stream states kept; idle ones past this are forgotten (rebuilt when asked)
 EARLY_POLL_SECONDS = 0.02  # how often a listener's segment is looked for while its unit encodes
-# A preempted lane resumes once no listener's work has waited for a worker this
-# long (the first request of a track is two jobs, source then segment: not between them).
-RESUME_SECONDS = 0.05
 
 log = logging.getLogger("hls.production")
-
-
-@dataclass(order=True)
-class _Job:
-    priority: int
-    sequence: int
-    keys: tuple[Hashable, ...] = field(compare=False)  # the work it does (single flight)
-    fn: Callable[..., Any] = field(compare=False)
-    args: tuple = field(compare=False)
-    future: asyncio.Future = field(compare=False)
 
 
 @dataclass
@@ -120,133 +94,8 @@ class StreamState:
         self.changed = asyncio.Event()
 
 
-def _pool_context() -> multiprocessing.context.BaseContext:
-    # Workers fork from a small server process that preloads the pipeline: no
-    # fork of the threaded event-loop process, and shared pages between workers.
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["hls.preload"])
-    return ctx
-
-
-SWAP_MARGIN_SECONDS = 0.1  # a lane jumps to another's last unit only to gain more than this
-MAX_RUN_UNITS = 3  # units per ffmpeg (each adds an encoder, ~1.7 MB of PSS)
-
-
-@dataclass
-class Lanes:
-    """The background runs of one stream, one per worker, and how fast each goes.
-
-    Each lane produces its own run front to back (a worker renders each
-    window once when it moves forward: the previous one is in its memory),
-    several units per job through one ffmpeg (`take`). A lane left with
-    nothing takes the back half of the longest run. A lane down to its
-    last unit takes another lane's last unit instead when that lane, at
-    the pace measured on it so far, would finish well after it: the cost
-    of a unit depends on its content, and the lanes should end together
-    (the other lane takes the unit left behind).
-    """
-
-    queues: list[deque[range]]
-    samples: Callable[[range], int]
-    # Of a job's units, the samples already made and when the last was (time.monotonic).
-    made: Callable[[list[range]], tuple[int, float] | None] = lambda units: None
-    pace: list[float | None] = field(init=False)  # seconds per sample, measured per lane
-    busy: list[tuple[list[range], float] | None] = field(init=False)  # units in progress, start
-    _measured: list[tuple[float, int]] = field(init=False)  # seconds and samples so far
-
-    def __post_init__(self) -> None:
-        self.pace = [None] * len(self.queues)
-        self.busy = [None] * len(self.queues)
-        self._measured = [(0.0, 0)] * len(self.queues)
-
-    @classmethod
-    def split(
-        cls,
-        units: list[range],
-        lanes: int,
-        samples: Callable[[range], int],
-        made: Callable[[list[range]], tuple[int, float] | None] = lambda units: None,
-    ) -> Lanes:
-        """Contiguous runs of about equal audio (not counts: the ramp's segments are short)."""
-        total = sum(samples(unit) for unit in units)
-        runs: list[deque[range]] = [deque() for _ in range(lanes)]
-        done = 0
-        for unit in units:  # a unit goes to the lane that holds its middle
-            middle = done + samples(unit) // 2
-            runs[min(middle * lanes // max(total, 1), lanes - 1)].append(unit)
-            done += samples(unit)
-        return cls(runs, samples, made)
-
-    def record(self, lane: int, units: list[range], seconds: float) -> None:
-        """`lane` produced `units` in `seconds`."""
-        total, samples = self._measured[lane]
-        total, samples = total + seconds, samples + sum(self.samples(u) for u in units)
-        self._measured[lane] = (total, samples)
-        self.pace[lane] = total / max(samples, 1)
-
-    def take(self, lane: int, now: float) -> list[range]:
-        """The next units for `lane` (empty when there is nothing left).
-
-        Its run but its last unit, up to MAX_RUN_UNITS (one ffmpeg start-up
-        for all); the last unit alone, so that the lanes can still even out
-        at the end, at the pace measured on each (the content of a run sets
-        its pace: 20 and 27 ms per second of audio on the two halves of the
-        peer benchmark's track).
-        """
-        own = self.queues[lane]
-        if len(own) == 1:
-            other = self._slower_than(lane, now)
-            if other is not None:
-                return [self.queues[other].pop()]
-        if not own:
-            longest = max(self.queues, key=len)
-            if not longest:
-                return []
-            stolen = [longest.pop() for _ in range(max(len(longest) // 2, 1))]
-            own.extend(reversed(stolen))
-        count = min(max(len(own) - 1, 1), MAX_RUN_UNITS)
-        return [own.popleft() for _ in range(count)]
-
-    def _finish(self, lane: int, now: float, pace: float) -> float:
-        """When `lane` would be done with its units in progress and its queue."""
-        left = sum(self.samples(unit) for unit in self.queues[lane]) * pace
-        busy = self.busy[lane]
-        if busy is not None:
-            units, started = busy
-            left += max(sum(self.samples(u) for u in units) * pace - (now - started), 0.0)
-        return now + left
-
-    def _pace(self, lane: int) -> float | None:
-        """Seconds per sample of `lane`: from its jobs done, else from the part of its
-        first job already made."""
-        busy = self.busy[lane]
-        if self.pace[lane] is not None or busy is None:
-            return self.pace[lane]
-        units, started = busy
-        made = self.made(units)
-        if made is None or made[0] <= 0:
-            return None
-        return max(made[1] - started, 0.0) / made[0]
-
-    def _slower_than(self, lane: int, now: float) -> int | None:
-        """A lane whose last unit `lane` should take rather than its own last one."""
-        best, best_end = None, None
-        own = self.queues[lane][0]
-        for other, queue in enumerate(self.queues):
-            mine, theirs = self._pace(lane), self._pace(other)
-            if other == lane or not queue or mine is None or theirs is None:
-                continue
-            finish = self._finish(other, now, theirs)
-            own_cost, back_cost = self.samples(own) * mine, self.samples(queue[-1]) * theirs
-            keep = max(now + own_cost, finish)
-            swap = max(now + back_cost, finish - back_cost + own_cost)
-            if swap + SWAP_MARGIN_SECONDS < keep and (best_end is None or swap < best_end):
-                best, best_end = other, swap
-        return best
-
-
 class Production:
-    """The worker pool, its priority queue and the state of every stream."""
+    """The state of every stream, and the work that makes their segments (`work`)."""
 
     def __init__(
         self,
@@ -258,197 +107,30 @@ class Production:
         max_streams: int = MAX_STREAMS,
     ) -> None:
         self.max_streams = max_streams
-        self.max_pending = max_pending
         self.cache = cache
         self.index = index
         self.workers = workers
         self.idle_seconds = idle_seconds
-        self._context = _pool_context()
-        self._stop_flags = new_flags(self._context, workers)  # one per dispatcher
-        self._pool = self._new_pool()
-        self._queue: asyncio.PriorityQueue[_Job] = asyncio.PriorityQueue()
-        self._running: set[Hashable] = set()
-        self._by_slot: dict[int, _Job] = {}  # the job each busy dispatcher runs
-        self._queued_on_demand: set[asyncio.Future] = set()
-        self._wanted: set[asyncio.Future] = set()  # jobs a listener waits for
-        self._calm = asyncio.Event()  # set while no listener's job waits for a worker
-        self._calm.set()
-        self._waiters: dict[asyncio.Future, int] = {}
-        self._sequence = itertools.count()
-        self._inflight: dict[Hashable, _Job] = {}
+        self.work = WorkQueue(workers, max_pending)
         self._streams: dict[tuple[StreamSpec, str], StreamState] = {}
         self._prepared: dict[str, PreparedSource] = {}
-        self._dispatchers: list[asyncio.Task[None]] = []
         self.produced = 0  # segments produced by this process (for metrics and tests)
-        self.preempted = 0  # background jobs asked to stop for a listener's work
         self.on_segment: Callable[[str, float], None] | None = None
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            self.workers, mp_context=self._context,
-            initializer=init_worker, initargs=(self._stop_flags, os.getpid()),
-        )  # fmt: skip
-
     async def start(self) -> None:
-        self._dispatchers = [
-            asyncio.create_task(self._dispatch(slot)) for slot in range(self.workers)
-        ]
-        # Start every worker now (fork, imports), not on the first listener's click.
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(loop.run_in_executor(self._pool, run_job, "warm_up") for _ in range(self.workers))
-        )
-
-    async def call(self, name: str, *args: Any) -> Any:
-        """Run `hls.jobs.<name>(*args)` on the pool now, outside the queue (start-up work)."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, run_job, name, *args)
+        await self.work.start()
 
     async def close(self) -> None:
         for state in self._streams.values():
             if state.background is not None:
                 state.background.cancel()
-        for task in self._dispatchers:
-            task.cancel()
-        await asyncio.gather(*self._dispatchers, return_exceptions=True)
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-    async def _dispatch(self, slot: int) -> None:
-        """Run queued jobs one at a time, each watching stop flag `slot`."""
-        loop = asyncio.get_running_loop()
-        while True:
-            job = await self._queue.get()
-            keys, fn, args, future = job.keys, job.fn, job.args, job.future
-            if future.done() or self._running.intersection(keys):
-                continue  # the same work queued again at another priority, or dropped
-            self._running.update(keys)
-            self._started_on_demand(future)
-            self._stop_flags[slot] = 0
-            self._by_slot[slot] = job
-            try:
-                result = await loop.run_in_executor(self._pool, run_in_slot, slot, fn, *args)
-            except BrokenProcessPool as exc:
-                log.error("worker pool broke; starting a new one")
-                self._pool = self._new_pool()
-                if not future.done():
-                    future.set_exception(exc)
-            except Exception as exc:
-                if not future.done():
-                    future.set_exception(exc)
-            else:
-                if not future.done():
-                    future.set_result(result)
-            finally:
-                self._running.difference_update(keys)
-                del self._by_slot[slot]
-
-    def _preempt(self) -> None:
-        """Stop background jobs so that every listener's job waiting in the queue has a
-        worker: the most recent first (they have done the least), none that a
-        listener waits for."""
-        idle = self.workers - len(self._by_slot)
-        stopping = sum(1 for slot in self._by_slot if self._stop_flags[slot])
-        short = len(self._queued_on_demand) - idle - stopping
-        candidates = [
-            slot
-            for slot, job in self._by_slot.items()
-            if job.priority > ON_DEMAND
-            and job.future not in self._wanted
-            and not self._stop_flags[slot]
-        ]
-        for slot in sorted(candidates, key=lambda s: self._by_slot[s].sequence, reverse=True)[
-            : max(short, 0)
-        ]:
-            self._stop_flags[slot] = 1
-            self.preempted += 1
-
-    def _want(self, future: asyncio.Future) -> None:
-        """A listener waits for this job: it is never stopped."""
-        if future not in self._wanted:
-            self._wanted.add(future)
-            future.add_done_callback(self._wanted.discard)
-
-    def _queued_for_listener(self, future: asyncio.Future) -> None:
-        """A listener's job waits for a worker (preempted lanes wait for it to start)."""
-        if future not in self._queued_on_demand:
-            self._queued_on_demand.add(future)
-            self._calm.clear()
-            future.add_done_callback(self._started_on_demand)
-
-    def _started_on_demand(self, future: asyncio.Future) -> None:
-        """A job left the queue (it started, or nobody waits for it any more)."""
-        self._queued_on_demand.discard(future)
-        if not self._queued_on_demand:
-            self._calm.set()
-
-    async def _listeners_served(self) -> None:
-        """Return once no listener's job has waited for a worker for RESUME_SECONDS."""
-        while True:
-            await self._calm.wait()
-            await asyncio.sleep(RESUME_SECONDS)
-            if self._calm.is_set():
-                return
-
-    async def run(
-        self, keys: tuple[Hashable, ...], priority: int, fn: Callable[..., Any], *args: Any
-    ) -> Any:
-        """Run fn(*args) in a worker once per key; concurrent callers share the result.
-
-        `keys` name the work the job does (a job may do several pieces of
-        it, as a lane's run of units does): a caller whose first key is in
-        flight shares that job, and raises its priority if need be; none of
-        the other keys may be in flight then. New on-demand work beyond
-        `max_pending` queued jobs is refused with 503 (Overloaded) at once;
-        on-demand work that finds no idle worker stops a background job
-        (which raises Preempted to its callers).
-        A caller that goes away does not cancel work others wait for; work
-        nobody waits for any more is dropped unless it has started.
-        """
-        job = self._inflight.get(keys[0])
-        if job is None:
-            if any(key in self._inflight for key in keys):
-                raise ValueError("part of this work is in flight in another job")
-            if priority <= ON_DEMAND and len(self._queued_on_demand) >= self.max_pending:
-                raise Overloaded(f"{len(self._queued_on_demand)} requests are waiting for work")
-            future = asyncio.get_running_loop().create_future()
-            job = _Job(priority, next(self._sequence), keys, fn, args, future)
-            for key in keys:
-                self._inflight[key] = job
-            future.add_done_callback(lambda _f: self._forget(keys))
-            future.add_done_callback(_consume_exception)
-        future = job.future
-        # Queued once per caller: at a higher priority it runs sooner, and
-        # the dispatcher skips the copies of work done or running.
-        self._queue.put_nowait(replace(job, priority=priority, sequence=next(self._sequence)))
-        if priority <= ON_DEMAND:
-            self._want(future)
-            if not self._running.intersection(job.keys):
-                self._queued_for_listener(future)
-                self._preempt()
-        self._waiters[future] = self._waiters.get(future, 0) + 1
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            if (
-                not future.done()
-                and self._waiters.get(future, 0) <= 1
-                and not self._running.intersection(job.keys)
-            ):
-                future.cancel()  # nobody waits for it and it has not started: drop it
-            raise
-        finally:
-            self._waiters[future] -= 1
-            if self._waiters[future] <= 0:
-                del self._waiters[future]
-
-    def _forget(self, keys: tuple[Hashable, ...]) -> None:
-        for key in keys:
-            self._inflight.pop(key, None)
+        await self.work.close()
 
     async def prepare(self, source: SourceRef, cache_dir: str) -> PreparedSource:
         """Exact rate, channels and length of a source (converted once if needed)."""
         known = self._prepared.get(source.key)
         if known is None:
-            known = await self.run(
+            known = await self.work.run(
                 (("prepare", source.key),), PREPARE, run_job, "prepare", source, cache_dir
             )
             self._prepared[source.key] = known
@@ -558,9 +240,9 @@ class Production:
         of the segments made or found."""
         keys = tuple(self._unit_key(state, unit) for unit in units)
         started = time.monotonic()
-        first_caller = keys[0] not in self._inflight  # the one that counts the production
+        first_caller = not self.work.in_flight(keys[0])  # the one that counts the production
         try:
-            sizes, made = await self.run(
+            sizes, made = await self.work.run(
                 keys, priority, run_job, "produce_units",
                 state.spec, state.rendition, [unit[0] for unit in units], priority <= ON_DEMAND,
             )  # fmt: skip
@@ -612,7 +294,7 @@ class Production:
         try:
             while not (await asyncio.wait({production}, timeout=EARLY_POLL_SECONDS))[0]:
                 if self._notice_stored(state, index):
-                    production.add_done_callback(_consume_exception)
+                    production.add_done_callback(consume_exception)
                     return
         except asyncio.CancelledError:
             production.cancel()  # as if awaited: work nobody waits for is dropped
@@ -623,7 +305,7 @@ class Production:
         """Produce a segment at on-demand priority without waiting for it."""
         if index not in state.done:
             task = asyncio.create_task(self.segment(state, index, ON_DEMAND))
-            task.add_done_callback(_consume_exception)
+            task.add_done_callback(consume_exception)
 
     def ensure_background(self, state: StreamState) -> None:
         """Produce the rest of the stream in order, unless that is running or done."""
@@ -670,7 +352,7 @@ class Production:
             if not missing:
                 continue
             # A unit some listener has asked for is already on its way: waited for after.
-            asked = [unit for unit in missing if self._unit_key(state, unit) in self._inflight]
+            asked = [unit for unit in missing if self.work.in_flight(self._unit_key(state, unit))]
             own = [unit for unit in missing if unit not in asked]
             started = time.monotonic()
             lanes.busy[lane] = (missing, started)
@@ -685,7 +367,7 @@ class Production:
                 undone = [unit for unit in missing if any(i not in state.done for i in unit)]
                 lanes.queues[lane].extendleft(reversed(undone))
                 lanes.busy[lane] = None  # idle while it waits (the other lanes judge it so)
-                await self._listeners_served()
+                await self.work.listeners_served()
             except Exception as exc:
                 log.warning(
                     "background production of %s/%s stopped at segment %d: %s",
@@ -721,8 +403,3 @@ class Production:
         if index not in state.done:
             state.mark_done(index)
         return True
-
-
-def _consume_exception(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()  # mark retrieved: callers may all have gone

@@ -2,13 +2,12 @@
 
 This module imports no numpy or scipy, so the server process stays small;
 the heavy pipeline (`hls.jobs`) is imported only inside worker processes,
-through `run_job`.
+through `hls.workers.run_job`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from processing.plan import SegmentPlan, plan_segments
 
@@ -56,10 +55,3 @@ class StreamSpec:
 
 def plan_for(spec: StreamSpec, length: int, rate: int) -> SegmentPlan:
     return plan_segments(length, rate, spec.segment_seconds)
-
-
-def run_job(name: str, *args: Any) -> Any:
-    """Worker entry point: call `hls.jobs.<name>(*args)` (imported in the worker only)."""
-    from hls import jobs
-
-    return getattr(jobs, name)(*args)

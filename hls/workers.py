@@ -1,4 +1,4 @@
-"""What each worker of the pool sets up when it starts, and how it ends.
+"""What each worker of the pool sets up when it starts, how it runs a job, and how it ends.
 
 A pool worker waits for jobs on a queue whose write end it holds itself, and
 the forkserver it comes from lives as long as any of its children. So a
@@ -18,8 +18,16 @@ import os
 import select
 import threading
 from collections.abc import MutableSequence
+from typing import Any
 
 from hls import preemption
+
+
+def run_job(name: str, *args: Any) -> Any:
+    """Worker entry point: call `hls.jobs.<name>(*args)` (imported in the worker only)."""
+    from hls import jobs
+
+    return getattr(jobs, name)(*args)
 
 
 def init_worker(flags: MutableSequence[int], server_pid: int) -> None:

@@ -1,10 +1,10 @@
-"""Background lanes (hls.production.Lanes): how the units of a stream are shared out."""
+"""Background lanes (hls.lanes.Lanes): how the units of a stream are shared out."""
 
 from __future__ import annotations
 
 from collections import deque
 
-from hls.production import MAX_RUN_UNITS, Lanes
+from hls.lanes import MAX_RUN_UNITS, Lanes
 
 SECOND = 44100
 UNIT = 60 * SECOND  # a pair of 30 s segments

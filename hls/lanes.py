@@ -1,0 +1,127 @@
+"""How the background work of one stream is shared out among the workers.
+
+Pure bookkeeping (no processes, no event loop): `hls.production` asks a
+`Lanes` what each lane does next and tells it how long each job took.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+SWAP_MARGIN_SECONDS = 0.1  # a lane jumps to another's last unit only to gain more than this
+MAX_RUN_UNITS = 3  # units per ffmpeg (each adds an encoder, ~1.7 MB of PSS)
+
+
+@dataclass
+class Lanes:
+    """The background runs of one stream, one per worker, and how fast each goes.
+
+    Each lane produces its own run front to back (a worker renders each
+    window once when it moves forward: the previous one is in its memory),
+    several units per job through one ffmpeg (`take`). A lane left with
+    nothing takes the back half of the longest run. A lane down to its
+    last unit takes another lane's last unit instead when that lane, at
+    the pace measured on it so far, would finish well after it: the cost
+    of a unit depends on its content, and the lanes should end together
+    (the other lane takes the unit left behind).
+    """
+
+    queues: list[deque[range]]
+    samples: Callable[[range], int]
+    # Of a job's units, the samples already made and when the last was (time.monotonic).
+    made: Callable[[list[range]], tuple[int, float] | None] = lambda units: None
+    pace: list[float | None] = field(init=False)  # seconds per sample, measured per lane
+    busy: list[tuple[list[range], float] | None] = field(init=False)  # units in progress, start
+    _measured: list[tuple[float, int]] = field(init=False)  # seconds and samples so far
+
+    def __post_init__(self) -> None:
+        self.pace = [None] * len(self.queues)
+        self.busy = [None] * len(self.queues)
+        self._measured = [(0.0, 0)] * len(self.queues)
+
+    @classmethod
+    def split(
+        cls,
+        units: list[range],
+        lanes: int,
+        samples: Callable[[range], int],
+        made: Callable[[list[range]], tuple[int, float] | None] = lambda units: None,
+    ) -> Lanes:
+        """Contiguous runs of about equal audio (not counts: the ramp's segments are short)."""
+        total = sum(samples(unit) for unit in units)
+        runs: list[deque[range]] = [deque() for _ in range(lanes)]
+        done = 0
+        for unit in units:  # a unit goes to the lane that holds its middle
+            middle = done + samples(unit) // 2
+            runs[min(middle * lanes // max(total, 1), lanes - 1)].append(unit)
+            done += samples(unit)
+        return cls(runs, samples, made)
+
+    def record(self, lane: int, units: list[range], seconds: float) -> None:
+        """`lane` produced `units` in `seconds`."""
+        total, samples = self._measured[lane]
+        total, samples = total + seconds, samples + sum(self.samples(u) for u in units)
+        self._measured[lane] = (total, samples)
+        self.pace[lane] = total / max(samples, 1)
+
+    def take(self, lane: int, now: float) -> list[range]:
+        """The next units for `lane` (empty when there is nothing left).
+
+        Its run but its last unit, up to MAX_RUN_UNITS (one ffmpeg start-up
+        for all); the last unit alone, so that the lanes can still even out
+        at the end, at the pace measured on each (the content of a run sets
+        its pace: 20 and 27 ms per second of audio on the two halves of the
+        peer benchmark's track).
+        """
+        own = self.queues[lane]
+        if len(own) == 1:
+            other = self._slower_than(lane, now)
+            if other is not None:
+                return [self.queues[other].pop()]
+        if not own:
+            longest = max(self.queues, key=len)
+            if not longest:
+                return []
+            stolen = [longest.pop() for _ in range(max(len(longest) // 2, 1))]
+            own.extend(reversed(stolen))
+        count = min(max(len(own) - 1, 1), MAX_RUN_UNITS)
+        return [own.popleft() for _ in range(count)]
+
+    def _finish(self, lane: int, now: float, pace: float) -> float:
+        """When `lane` would be done with its units in progress and its queue."""
+        left = sum(self.samples(unit) for unit in self.queues[lane]) * pace
+        busy = self.busy[lane]
+        if busy is not None:
+            units, started = busy
+            left += max(sum(self.samples(u) for u in units) * pace - (now - started), 0.0)
+        return now + left
+
+    def _pace(self, lane: int) -> float | None:
+        """Seconds per sample of `lane`: from its jobs done, else from the part of its
+        first job already made."""
+        busy = self.busy[lane]
+        if self.pace[lane] is not None or busy is None:
+            return self.pace[lane]
+        units, started = busy
+        made = self.made(units)
+        if made is None or made[0] <= 0:
+            return None
+        return max(made[1] - started, 0.0) / made[0]
+
+    def _slower_than(self, lane: int, now: float) -> int | None:
+        """A lane whose last unit `lane` should take rather than its own last one."""
+        best, best_end = None, None
+        own = self.queues[lane][0]
+        for other, queue in enumerate(self.queues):
+            mine, theirs = self._pace(lane), self._pace(other)
+            if other == lane or not queue or mine is None or theirs is None:
+                continue
+            finish = self._finish(other, now, theirs)
+            own_cost, back_cost = self.samples(own) * mine, self.samples(queue[-1]) * theirs
+            keep = max(now + own_cost, finish)
+            swap = max(now + back_cost, finish - back_cost + own_cost)
+            if swap + SWAP_MARGIN_SECONDS < keep and (best_end is None or swap < best_end):
+                best, best_end = other, swap
+        return best
