@@ -111,6 +111,16 @@ def process_tree(root: int) -> list[int]:
     return out
 
 
+def kill_tree(server: Server) -> None:
+    """SIGKILL the server and its workers at once, as a crashed machine would go."""
+    for pid in process_tree(server.process.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    server.process.wait(10)
+
+
 def tree_pss_mb(root: int) -> float:
     """Proportional set size of `root` and its descendants, summed, in MB."""
     total = 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.conftest import ROOT, Server, free_port, http_get, process_tree
+from tests.conftest import ROOT, Server, free_port, http_get
 
 
 @dataclass
@@ -69,16 +68,6 @@ def metric(server: Server, name: str) -> float:
     match = re.search(rf"^{name}(?:_total)? (\S+)$", body.decode(), re.M)
     assert match, name
     return float(match[1])
-
-
-def kill_tree(server: Server) -> None:
-    """SIGKILL the origin and its workers at once, as a crashed machine would go."""
-    for pid in process_tree(server.process.pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    server.process.wait(10)
 
 
 def sha256(data: bytes) -> str:

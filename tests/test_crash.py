@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from tests.conftest import Server, process_tree, put_track, start_server
+from tests.conftest import Server, kill_tree, process_tree, put_track, start_server
 from tests.helpers import parse_playlist
 
 
@@ -23,12 +23,7 @@ def test_kill_9_during_production_never_leaves_a_bad_segment(tmp_path: Path) -> 
         for rendition in ("aac", "flac"):
             assert server.get(f"/hls/{tid}/punchy/1.00/{rendition}/index.m3u8")[0] == 200
         time.sleep(rng.uniform(0.3, 1.5))  # mid-production: workers and encoders busy
-        for pid in process_tree(server.process.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        server.process.wait(10)
+        kill_tree(server)
     survivor = start_server("--segment-seconds", "5", cache_dir=cache, library=lib)
     clean = start_server("--segment-seconds", "5", cache_dir=tmp_path / "clean", library=lib)
     try:

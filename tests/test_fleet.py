@@ -15,8 +15,8 @@ import pytest
 
 from hls.signing import signature
 from tests import clients
-from tests.conftest import Server, put_track, start_server
-from tests.edge import Edge, kill_tree, metric, play, sha256, start_edge
+from tests.conftest import Server, kill_tree, put_track, start_server
+from tests.edge import Edge, metric, play, sha256, start_edge
 from tests.helpers import parse_playlist
 
 pytestmark = pytest.mark.skipif(

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import ROOT, Server, free_port, http_get
+from tests.conftest import Server, http_get
+from tests.edge import start_edge
 from tests.helpers import parse_playlist
 
 pytestmark = pytest.mark.skipif(
@@ -21,26 +19,9 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture()
 def edge(server: Server, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    origin = urlsplit(server.url).netloc
-    proc = subprocess.Popen(
-        ["bash", str(ROOT / "nginx" / "run.sh"), origin, str(port), str(tmp_path / "nginx")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            if http_get(url + "/healthz", timeout=2)[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError(proc.stdout.read().decode() if proc.stdout else "nginx did not start")
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    proxy = start_edge([server], tmp_path / "nginx")
+    yield proxy.url
+    proxy.stop()
 
 
 def test_stream_through_nginx_is_byte_identical_and_cached(server: Server, edge: str) -> None:
