@@ -94,13 +94,15 @@ def _probe_ffmpeg(path: Path) -> SourceInfo:
     return SourceInfo(rate, min(int(fields.get("channels", 2)), 2), round(duration * rate))
 
 
-def _direct_info(path: Path) -> sf._SoundFileInfo | None:
-    """libsndfile's view of `path` when it can be served as it is (readable, kept rate)."""
+def _direct_info(path: Path, rate: int | None = None) -> sf._SoundFileInfo | None:
+    """libsndfile's view of `path` when it can be served as it is (readable, kept rate,
+    or `rate` when one is asked for)."""
     try:
         info = sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError):
         return None
-    return info if info.samplerate in KEPT_RATES else None
+    wanted = KEPT_RATES if rate is None else (rate,)
+    return info if info.samplerate in wanted else None
 
 
 _LOSSLESS_CONTAINERS = {"FLAC", "WAV", "WAVEX", "W64", "RF64", "AIFF", "CAF"}
@@ -114,11 +116,12 @@ class AudioSource:
     float PCM), so that a later read may reuse an earlier one's samples.
     """
 
-    def __init__(self, path: Path, scratch_dir: Path, key: str) -> None:
+    def __init__(self, path: Path, scratch_dir: Path, key: str, rate: int | None = None) -> None:
+        """rate: serve at this rate (converting once) instead of `output_rate`'s."""
         self.path = path
-        info = _direct_info(path)
+        info = _direct_info(path, rate)
         if info is None:
-            readable = _intermediate(path, scratch_dir, key)
+            readable = _intermediate(path, scratch_dir, key, rate)
             try:
                 info = sf.info(str(readable))
             except (RuntimeError, sf.LibsndfileError) as exc:
@@ -164,13 +167,15 @@ class AudioSource:
         return out
 
 
-def _intermediate(path: Path, scratch_dir: Path, key: str) -> Path:
-    """Convert `path` once into a FLAC at the output rate; shared by all processes."""
+def _intermediate(path: Path, scratch_dir: Path, key: str, rate: int | None = None) -> Path:
+    """Convert `path` once into a FLAC at the output rate (or `rate`); shared by all
+    processes."""
     scratch_dir.mkdir(parents=True, exist_ok=True)
-    target = scratch_dir / f"{key}.v{INTERMEDIATE_VERSION}.flac"
+    at = "" if rate is None else f".r{rate}"
+    target = scratch_dir / f"{key}{at}.v{INTERMEDIATE_VERSION}.flac"
     if target.exists():
         return target
-    with open(scratch_dir / f"{key}.lock", "w") as lock:
+    with open(scratch_dir / f"{key}{at}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # single flight across processes
         if target.exists():
             return target
@@ -179,16 +184,16 @@ def _intermediate(path: Path, scratch_dir: Path, key: str) -> Path:
         tmp = Path(tmp_name)
         try:
             try:
-                _convert_ffmpeg(path, tmp)
+                _convert_ffmpeg(path, tmp, rate)
             except DecodeError:
-                _convert_sndfile(path, tmp)
+                _convert_sndfile(path, tmp, rate)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
     return target
 
 
-def _convert_ffmpeg(path: Path, out: Path) -> None:
+def _convert_ffmpeg(path: Path, out: Path, rate: int | None = None) -> None:
     try:
         info = _probe_ffmpeg(path)
     except subprocess.TimeoutExpired as exc:
@@ -196,7 +201,7 @@ def _convert_ffmpeg(path: Path, out: Path) -> None:
     layout = "mono" if info.channels == 1 else "stereo"
     cmd = [
         FFMPEG, "-nostdin", "-v", "error", "-y", "-i", str(path), "-map", "0:a:0",
-        "-ac", str(info.channels), "-ar", str(info.rate), "-channel_layout", layout,
+        "-ac", str(info.channels), "-ar", str(rate or info.rate), "-channel_layout", layout,
         "-c:a", "flac", "-sample_fmt", "s32", "-bits_per_raw_sample", "24",
         "-f", "flac", str(out),
     ]  # fmt: skip
@@ -206,16 +211,16 @@ def _convert_ffmpeg(path: Path, out: Path) -> None:
         raise DecodeError(f"{path.name}: cannot be decoded ({' '.join(tail)})")
 
 
-def _convert_sndfile(path: Path, out: Path) -> None:
+def _convert_sndfile(path: Path, out: Path, rate: int | None = None) -> None:
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, found = sf.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as exc:
         raise DecodeError(f"{path.name}: cannot be decoded ({exc})") from exc
     data = downmix(data)
-    target = output_rate(rate)
-    if target != rate:
+    target = rate or output_rate(found)
+    if target != found:
         from scipy.signal import resample_poly  # rarely needed: keep it out of the server
 
-        g = np.gcd(target, rate)
-        data = resample_poly(data, target // g, rate // g, axis=0).astype(np.float32)
+        g = np.gcd(target, found)
+        data = resample_poly(data, target // g, found // g, axis=0).astype(np.float32)
     sf.write(str(out), np.clip(data, -1.0, 1.0), target, subtype="PCM_24", format="FLAC")
