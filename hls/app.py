@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import posixpath
 import re
 import struct
 from collections.abc import AsyncIterator
@@ -16,26 +18,28 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from hls import fmp4, playlist
-from hls.errors import BadParameter, NotFound, NotReady, classify
+from hls.errors import BadParameter, HTTPError, NotFound, NotReady, classify
 from hls.http import CORS_ORIGIN, ERROR_CACHE, SEGMENT_CACHE, cors, media_response
 from hls.production import Production, StreamState
+from hls.queues import MAX_TRACKS, QUEUE_ID, TRACK_ID, Queue
 from hls.settings import Settings
 from hls.signing import Signer
-from hls.streams import PreparedSource, SourceRef, StreamSpec, plan_for
+from hls.streams import PreparedSource, QueueRef, SourceRef, StreamSpec, plan_for
 from hls.workers import run_job
 from hls.workqueue import ON_DEMAND
+from processing.errors import DecodeError
 from processing.params import PRESET_NAMES, canonical_intensity
 from processing.plan import SegmentPlan
 from processing.renditions import RENDITIONS
 from storage.cache import DiskCache
 from storage.catalog import Catalog, Track
+from storage.errors import TrackNotFound
 from storage.eviction import LruIndex
 
 log = logging.getLogger("hls.app")
 
 STATIC_DIR = Path(__file__).parent / "static"
 HLS_JS = Path(__file__).resolve().parent.parent / "node_modules" / "hls.js" / "dist" / "hls.min.js"
-TRACK_ID = re.compile(r"^[0-9a-f]{16}$")
 INTENSITY_TEXT = re.compile(r"^(\d{1,3}(\.\d{0,8})?|\.\d{1,8})$")
 SEGMENT_NAME = re.compile(r"^(0|[1-9]\d{0,6})\.m4s$")
 LIVE_CACHE = "public, max-age=1"
@@ -123,11 +127,24 @@ def parse_rendition(text: str) -> str:
 
 @dataclass(frozen=True)
 class Stream:
-    track: Track
+    id: str  # a track's or a queue's
     spec: StreamSpec
     source: PreparedSource
     plan: SegmentPlan
-    modified: float  # the source file's mtime: what every byte of the stream derives from
+    modified: float  # the source files' latest mtime: what every byte derives from
+    tracks: tuple[Track, ...]  # the track, or the queue's tracks in order
+
+    @property
+    def markers(self) -> tuple[playlist.Marker, ...]:
+        """A queue's track starts (none for a single track)."""
+        if not isinstance(self.spec.source, QueueRef):
+            return ()
+        return tuple(
+            playlist.Marker(track.id, track.title, start, length)
+            for track, start, length in zip(
+                self.tracks, self.source.starts, self.source.lengths, strict=True
+            )
+        )
 
 
 def _canonical_or_redirect(request: web.Request) -> tuple[str, str]:
@@ -148,23 +165,55 @@ async def resolve_stream(request: web.Request) -> Stream:
     return await open_stream(request.app, request.match_info["track"], preset, intensity)
 
 
-async def open_stream(app: web.Application, tid: str, preset: str, intensity: str) -> Stream:
-    if not TRACK_ID.match(tid):
-        raise NotFound(f"no track with id {tid[:40]!r}")
-    catalog, settings = app[CATALOG], app[SETTINGS]
-    track = catalog.get(tid)
-    key, modified = await asyncio.to_thread(
-        lambda: (catalog.fingerprint(track), track.file.stat().st_mtime)
-    )
-    source = SourceRef(str(track.file), key)
-    cache_dir = str(app[CACHE].root)
+async def open_stream(app: web.Application, sid: str, preset: str, intensity: str) -> Stream:
+    """The stream of a track or a queue id (404 for anything else)."""
+    queue: Queue | None = None
+    if QUEUE_ID.match(sid):
+        queue = Queue.from_id(sid)
+        tracks = queue_tracks(app, queue, unknown=NotFound)
+    elif TRACK_ID.match(sid):
+        tracks, queue = (app[CATALOG].get(sid),), None
+    else:
+        raise NotFound(f"no track with id {sid[:40]!r}")
+    source, modified = await source_of(app, tracks, queue)
+    settings, cache_dir = app[SETTINGS], str(app[CACHE].root)
     prepared = await app[PRODUCTION].prepare(source, cache_dir)
     spec = StreamSpec(
         source, preset, intensity, settings.segment_seconds,
         settings.context_seconds, settings.overlap_seconds, cache_dir,
     )  # fmt: skip
     plan = plan_for(spec, prepared.length, prepared.rate)
-    return Stream(track, spec, prepared, plan, modified)
+    return Stream(sid, spec, prepared, plan, modified, tracks)
+
+
+def queue_tracks(app: web.Application, queue: Queue, unknown: type[HTTPError]) -> tuple[Track, ...]:
+    """The catalog's tracks of a queue; `unknown` (an error class) names one it lacks."""
+    catalog = app[CATALOG]
+    tracks = []
+    for tid in queue.tracks:
+        try:
+            tracks.append(catalog.get(tid))
+        except TrackNotFound:
+            raise unknown(f"the queue names an unknown track {tid}") from None
+    return tuple(tracks)
+
+
+async def source_of(
+    app: web.Application, tracks: tuple[Track, ...], queue: Queue | None
+) -> tuple[SourceRef | QueueRef, float]:
+    """What a stream reads (a file, or a queue's files) and the latest source mtime."""
+    catalog = app[CATALOG]
+
+    def fingerprints() -> tuple[list[str], float]:  # blocking: reads each file once per change
+        keys = [catalog.fingerprint(track) for track in tracks]
+        return keys, max(track.file.stat().st_mtime for track in tracks)
+
+    keys, modified = await asyncio.to_thread(fingerprints)
+    refs = tuple(SourceRef(str(t.file), key) for t, key in zip(tracks, keys, strict=True))
+    if queue is None:
+        return refs[0], modified
+    ids = tuple(track.id for track in tracks)
+    return QueueRef(ids, refs, queue.crossfade_ms, queue.gain), modified
 
 
 M3U8 = "application/vnd.apple.mpegurl"
@@ -253,12 +302,13 @@ async def rendition_file(request: web.Request) -> web.StreamResponse:
     production = request.app[PRODUCTION]
     state = production.stream(stream.spec, rendition, stream.plan)
     if name == "index.m3u8":
-        return await live_playlist(request, production, state, stream.modified)
+        return await live_playlist(request, production, state, stream)
     if name == "vod.m3u8":
         lead = RENDITIONS[rendition].lead_samples
         body = playlist.media_playlist(
-            stream.plan, len(stream.plan), complete=True, live=False, lead=lead
-        )
+            stream.plan, len(stream.plan), complete=True, live=False, lead=lead,
+            markers=stream.markers,
+        )  # fmt: skip
         return _playlist(request, body, PLAYLIST_CACHE, stream.modified)
     if name == "init.mp4":
         data = fmp4.init_segment(RENDITIONS[rendition], stream.source.rate, stream.source.channels)
@@ -276,7 +326,7 @@ async def rendition_file(request: web.Request) -> web.StreamResponse:
 
 
 async def live_playlist(
-    request: web.Request, production: Production, state: StreamState, modified: float
+    request: web.Request, production: Production, state: StreamState, stream: Stream
 ) -> web.Response:
     """The live-then-VOD playlist, with blocking reload while incomplete (§4)."""
     settings = request.app[SETTINGS]
@@ -326,10 +376,10 @@ async def live_playlist(
     listed = len(state.plan) if state.complete else _live_listed(production, state)
     lead = RENDITIONS[state.rendition].lead_samples
     body = playlist.media_playlist(
-        state.plan, listed, complete=state.complete, live=True, lead=lead
+        state.plan, listed, complete=state.complete, live=True, lead=lead, markers=stream.markers
     )
     if state.complete:
-        return _playlist(request, body, PLAYLIST_CACHE, modified)
+        return _playlist(request, body, PLAYLIST_CACHE, stream.modified)
     return _playlist(request, body, LIVE_CACHE, None)
 
 
@@ -353,7 +403,7 @@ async def status(request: web.Request) -> web.Response:
         }
     return web.json_response(
         {
-            "track": stream.track.id,
+            "track": stream.id,
             "preset": stream.spec.preset,
             "intensity": stream.spec.intensity,
             "duration": stream.source.length / stream.source.rate,
@@ -372,20 +422,20 @@ def wav_header(rate: int, channels: int, frames: int) -> bytes:
 
 
 async def progressive(request: web.Request) -> web.StreamResponse:
-    """The original design's progressive WAV stream, produced segment by segment."""
-    catalog = request.app[CATALOG]
-    tid = request.match_info["track"]
-    if not TRACK_ID.match(tid):
-        raise NotFound(f"no track with id {tid[:40]!r}")
+    """The original design's progressive WAV stream, produced segment by segment.
+    enhanced=0: the source file as it is (a queue's: its timeline, preset original)."""
+    sid = request.match_info["track"]
     enhanced = request.query.get("enhanced", "1")
     if enhanced not in ("0", "1"):
         raise BadParameter(f"enhanced must be 0 or 1, got {enhanced[:20]!r}")
-    track = catalog.get(tid)
+    if enhanced == "0" and TRACK_ID.match(sid):
+        return web.FileResponse(request.app[CATALOG].get(sid).file)
     if enhanced == "0":
-        return web.FileResponse(track.file)
-    preset = parse_preset(request.query.get("preset", "adaptive"))
-    intensity = parse_intensity(request.query.get("intensity", "1.00"))
-    stream = await open_stream(request.app, tid, preset, intensity)
+        preset, intensity = "original", "1.00"
+    else:
+        preset = parse_preset(request.query.get("preset", "adaptive"))
+        intensity = parse_intensity(request.query.get("intensity", "1.00"))
+    stream = await open_stream(request.app, sid, preset, intensity)
     production = request.app[PRODUCTION]
     response = web.StreamResponse(
         headers={"Content-Type": "audio/wav", "Cache-Control": "no-store"}
@@ -402,6 +452,98 @@ async def progressive(request: web.Request) -> web.StreamResponse:
         await response.write(pcm)
     await response.write_eof()
     return response
+
+
+# --- Albums and queues (SPEC §10) ----------------------------------------
+
+
+def stream_base(app: web.Application, sid: str) -> str:
+    """Where a track's or a queue's streams are (signed when a key is set)."""
+    signer = app.get(SIGNER)
+    return (signer.prefix(sid) if signer else "") + f"/hls/{sid}"
+
+
+async def queue_map(app: web.Application, queue: Queue, unknown: type[HTTPError]) -> dict:
+    """A queue's JSON: its id, each track's start and duration on the timeline,
+    and where it streams. Opens the timeline (converting tracks of another
+    rate once): a track that cannot be decoded is a 422 naming it."""
+    tracks = queue_tracks(app, queue, unknown)
+    for track in tracks:
+        if track.error is not None:
+            raise DecodeError(f"track {track.id} ({track.path}) cannot be decoded: {track.error}")
+    source, _ = await source_of(app, tracks, queue)
+    prepared = await app[PRODUCTION].prepare(source, str(app[CACHE].root))
+    rate = prepared.rate
+    base = stream_base(app, queue.id)
+    return {
+        "id": queue.id,
+        "tracks": [
+            {
+                "id": track.id,
+                "title": track.title,
+                "start": start / rate,
+                "duration": length / rate,
+                "start_sample": start,
+                "samples": length,
+            }
+            for track, start, length in zip(tracks, prepared.starts, prepared.lengths, strict=True)
+        ],
+        "duration": prepared.length / rate,
+        "samples": prepared.length,
+        "sample_rate": rate,
+        "channels": prepared.channels,
+        "crossfade": queue.crossfade_ms / 1000,
+        "gain": queue.gain,
+        "hls": base,
+        "master": f"{base}/adaptive/1.00/master.m3u8",
+    }
+
+
+async def create_queue(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:  # JSONDecodeError, and bodies that are not UTF-8
+        raise BadParameter("the body is not JSON") from None
+    queue = Queue.from_body(body)
+    return web.json_response(await queue_map(request.app, queue, unknown=BadParameter))
+
+
+async def get_queue(request: web.Request) -> web.Response:
+    queue = Queue.from_id(request.match_info["queue"])
+    return web.json_response(await queue_map(request.app, queue, unknown=NotFound))
+
+
+def album_order(track: Track) -> tuple:
+    """Tag order (disc, number) where the tags give it, then file-name order."""
+    return (track.position is None, track.position or (0, 0), track.path)
+
+
+async def albums(request: web.Request) -> web.Response:
+    """The library's folders as albums, each a queue (gain `album`, no crossfade)
+    of its decodable tracks in order."""
+    folders: dict[str, list[Track]] = {}
+    for track in request.app[CATALOG].tracks():
+        if track.error is None:
+            folders.setdefault(posixpath.dirname(track.path), []).append(track)
+    listed = []
+    for folder, tracks in sorted(folders.items()):
+        tracks.sort(key=album_order)
+        tags = collections.Counter(t.album for t in tracks if t.album)
+        title = tags.most_common(1)[0][0] if tags else (folder or request.app[CATALOG].root.name)
+        queue = Queue(tuple(t.id for t in tracks[:MAX_TRACKS]), 0, "album")
+        base = stream_base(request.app, queue.id)
+        listed.append(
+            {
+                "id": queue.id,
+                "title": title,
+                "path": folder,
+                "tracks": [{"id": t.id, "title": t.title} for t in tracks[:MAX_TRACKS]],
+                "duration": sum(t.duration or 0.0 for t in tracks[:MAX_TRACKS]),
+                "hls": base,
+                "master": f"{base}/adaptive/1.00/master.m3u8",
+            }
+        )
+    return web.json_response({"albums": listed})
 
 
 # --- Errors, resources, factory -------------------------------------------
@@ -505,6 +647,9 @@ def create_app(settings: Settings) -> web.Application:
     r.add_get("/healthz", healthz)
     r.add_get("/metrics", metrics)
     r.add_get("/api/tracks", tracks)
+    r.add_get("/api/albums", albums)
+    r.add_post("/api/queues", create_queue)
+    r.add_get("/api/queues/{queue}", get_queue)
     streams = (
         ("/api/status/{track}/{preset}/{intensity}", status),
         ("/api/player/stream/{track}", progressive),

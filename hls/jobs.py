@@ -22,21 +22,24 @@ import numpy as np
 
 from hls import fmp4
 from hls.preemption import Preempted, requested
-from hls.streams import PreparedSource, SourceRef, StreamSpec, plan_for
+from hls.streams import PreparedSource, QueueRef, SourceRef, StreamSpec, plan_for
 from processing import chain
 from processing.analysis import ANALYSIS_VERSION, Analysis, analyze, corrective_eq, spectral_tilt
-from processing.decode import AudioSource
+from processing.decode import AudioSource, Samples
 from processing.encode import RENDITIONS, encode_aac
-from processing.errors import EncodeStopped
-from processing.plan import WindowSettings
+from processing.errors import DecodeError, EncodeStopped
+from processing.plan import FRAME_SAMPLES, WindowSettings
 from processing.render import (
     CHAIN_REACH,
     EncodedSegment,
+    Processor,
     Renderer,
     UnitEncoder,
     chain_processor,
+    unit_input,
 )
 from processing.threads import parallel_map
+from processing.timeline import Timeline, TrackChains
 from storage.cache import DiskCache
 from storage.catalog import Catalog, Track
 from storage.demo import ensure_demo_library
@@ -129,31 +132,70 @@ def demo_library(directory: str) -> str:
     return str(ensure_demo_library(Path(directory)))
 
 
-def open_source(ref: SourceRef, cache_dir: str) -> AudioSource:
-    return AudioSource(Path(ref.file), _scratch(cache_dir), ref.key)
+def open_source(ref: SourceRef | QueueRef, cache_dir: str) -> AudioSource | Timeline:
+    """A track's source, or a queue's timeline at its first track's rate."""
+    scratch = _scratch(cache_dir)
+    if isinstance(ref, SourceRef):
+        return AudioSource(Path(ref.file), scratch, ref.key)
+    sources: list[AudioSource] = []
+    for tid, track in zip(ref.ids, ref.tracks, strict=True):
+        try:
+            source = AudioSource(Path(track.file), scratch, track.key)
+            if sources and source.rate != sources[0].rate:
+                source = AudioSource(Path(track.file), scratch, track.key, rate=sources[0].rate)
+        except DecodeError as exc:
+            raise DecodeError(f"track {tid} of the queue: {exc}") from exc
+        sources.append(source)
+    return Timeline(sources, round(ref.crossfade_ms * sources[0].rate / 1000))
 
 
-def prepare(ref: SourceRef, cache_dir: str) -> PreparedSource:
+def prepare(ref: SourceRef | QueueRef, cache_dir: str) -> PreparedSource:
     """Open (converting once if needed) and report the exact served length."""
     source = open_source(ref, cache_dir)
-    return PreparedSource(source.rate, source.channels, source.length)
+    if isinstance(source, Timeline):
+        lengths = tuple(track.length for track in source.tracks)
+        return PreparedSource(
+            source.rate, source.channels, source.length, tuple(source.starts), lengths
+        )
+    return PreparedSource(source.rate, source.channels, source.length, (0,), (source.length,))
 
 
-def load_analysis(spec: StreamSpec, source: AudioSource) -> Analysis:
-    """The per-track analysis for the spec's preset, from the cache or computed once."""
-    cache = DiskCache(Path(spec.cache_dir))
-    key = ("analysis", spec.source.key, f"{spec.preset}-v{ANALYSIS_VERSION}.json")
-    with cache.lock(*key):  # one process analyzes, the others wait and read it
-        raw = cache.read(*key)
+def load_analysis(cache_dir: str, key: str, preset: str, source: Samples) -> Analysis:
+    """The analysis of the source named `key` for `preset`, from the cache or computed once."""
+    cache = DiskCache(Path(cache_dir))
+    entry = ("analysis", key, f"{preset}-v{ANALYSIS_VERSION}.json")
+    with cache.lock(*entry):  # one process analyzes, the others wait and read it
+        raw = cache.read(*entry)
         if raw is not None:
             return Analysis.from_json(json.loads(raw))
         with _heap_kept():
-            result = analyze(source, spec.preset)
-        cache.write(key, json.dumps(result.to_json(), sort_keys=True).encode())
+            result = analyze(source, preset)
+        cache.write(entry, json.dumps(result.to_json(), sort_keys=True).encode())
     return result
 
 
-def renderer_for(spec: StreamSpec, source: AudioSource | None = None) -> Renderer:
+def _processor(spec: StreamSpec, source: Samples) -> Processor | None:
+    """The chain of a stream: one per track for a queue with gain `track` (each
+    track's analysis made when a window first reaches it), else one for all."""
+    intensity = float(spec.intensity)
+    if spec.preset == "original" or intensity <= 0:
+        return None
+    if isinstance(source, Timeline) and getattr(spec.source, "gain", None) == "track":
+        timeline = source
+
+        def chain_of(index: int) -> Processor:
+            track = timeline.tracks[index]
+            analysis = load_analysis(spec.cache_dir, track.key, spec.preset, track)
+            process = chain_processor(timeline.rate, analysis, intensity)
+            assert process is not None  # neither `original` nor intensity 0
+            return process
+
+        return TrackChains(timeline, chain_of)
+    analysis = load_analysis(spec.cache_dir, spec.source.key, spec.preset, source)
+    return chain_processor(source.rate, analysis, intensity)
+
+
+def renderer_for(spec: StreamSpec, source: Samples | None = None) -> Renderer:
     """The worker's renderer of a stream (analysing the track first if nobody has)."""
     if spec in _renderers:
         _renderers.move_to_end(spec)
@@ -162,9 +204,7 @@ def renderer_for(spec: StreamSpec, source: AudioSource | None = None) -> Rendere
         source = open_source(spec.source, spec.cache_dir)
     plan = plan_for(spec, source.length, source.rate)
     window = WindowSettings.from_seconds(source.rate, spec.context_seconds, spec.overlap_seconds)
-    analysis = None if spec.preset == "original" else load_analysis(spec, source)
-    process = chain_processor(source.rate, analysis, float(spec.intensity))
-    renderer = Renderer(source, plan, window, process, reach=CHAIN_REACH)
+    renderer = Renderer(source, plan, window, _processor(spec, source), reach=CHAIN_REACH)
     _renderers[spec] = renderer
     if len(_renderers) > RENDERERS_PER_WORKER:
         _renderers.popitem(last=False)
@@ -222,6 +262,7 @@ def produce_units(
             if number:
                 encoder = UnitEncoder(plan, RENDITIONS[rendition], run, source.channels, listener)
             for unit in run:
+                _chains_ready(renderer, unit)
                 with cache.lock(*keys[unit[0]]):
                     found = _cached_sizes(cache, {i: keys[i] for i in unit})
                     if found is not None:  # another producer is ahead on this run
@@ -239,6 +280,16 @@ def produce_units(
             raise Preempted(sizes, made) from None
         raise
     return sizes, made
+
+
+def _chains_ready(renderer: Renderer, unit: range) -> None:
+    """Load the chain of every track a unit's windows read (their analyses take
+    cache locks of their own, which must not be taken inside the unit's)."""
+    if isinstance(renderer.process, TrackChains):
+        plan, context = renderer.plan, renderer.window.context
+        origin, stop = unit_input(plan, unit)
+        first = max(plan.index_at(origin * FRAME_SAMPLES) - 1, 0)  # its crossfade's window
+        renderer.process.load(plan[first].start - context, stop + renderer.tail + context)
 
 
 def _encode_and_store(

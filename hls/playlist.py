@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from processing.plan import SegmentPlan
 from processing.renditions import Rendition
@@ -119,14 +120,59 @@ def master_playlist(variants: Sequence[Variant]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# A queue's playlists date its timeline from this instant (EXT-X-PROGRAM-DATE-TIME,
+# which EXT-X-DATERANGE requires): fixed, so that the same URL gives the same bytes.
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+MARKER_CLASS = "hls-origin.track"
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A track start in a queue's timeline (SPEC §10), as an EXT-X-DATERANGE."""
+
+    track: str  # the track's id
+    title: str
+    start: int  # first sample on the timeline
+    samples: int  # the track's length
+
+
+def _quoted(text: str) -> str:
+    """A quoted-string attribute value (RFC 8216 §4.2: no `"`, CR or LF)."""
+    return "".join(c for c in text.replace('"', "'") if c >= " ")[:200]
+
+
+def _date(micros: int) -> str:
+    moment = EPOCH + timedelta(microseconds=micros)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def daterange(number: int, marker: Marker, rate: int, lead: int) -> str:
+    """The EXT-X-DATERANGE of a track start; its time is on the rendition's media
+    timeline (`extinf_values`: a later sample plays `lead` samples after its position)."""
+    start = _micros(marker.start + lead, rate) if marker.start > 0 else 0
+    duration = marker.samples / rate
+    return (
+        f'#EXT-X-DATERANGE:ID="track-{number}",CLASS="{MARKER_CLASS}",'
+        f'START-DATE="{_date(start)}",DURATION={duration:.3f},'
+        f'X-TRACK-ID="{_quoted(marker.track)}",X-TITLE="{_quoted(marker.title)}"'
+    )
+
+
 def media_playlist(
-    plan: SegmentPlan, listed: int, *, complete: bool, live: bool, lead: int = 0
+    plan: SegmentPlan,
+    listed: int,
+    *,
+    complete: bool,
+    live: bool,
+    lead: int = 0,
+    markers: Sequence[Marker] = (),
 ) -> str:
     """The media playlist listing the first `listed` segments (`lead`: see `extinf_values`).
 
     live=True: the live-then-VOD `index.m3u8` (EVENT, blocking reload while
     incomplete, ENDLIST once complete). live=False: `vod.m3u8`, every
-    segment from the start.
+    segment from the start. markers: a queue's track starts, each tagged
+    before the segment it starts in (so a live playlist only appends them).
     """
     durations = extinf_values(plan, lead)
     lines = [
@@ -142,8 +188,15 @@ def media_playlist(
         # Kept after completion too: RFC 8216 §6.2.1 lets only ENDLIST be added.
         lines.append("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES")
     lines.append('#EXT-X-MAP:URI="init.mp4"')
+    if markers:
+        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_date(0)}")
+    starting: dict[int, list[int]] = {}
+    for number, marker in enumerate(markers):
+        starting.setdefault(plan.index_at(marker.start), []).append(number)
     count = len(plan) if not live else listed
     for index in range(count):
+        for number in starting.get(index, ()):
+            lines.append(daterange(number, markers[number], plan.rate, lead))
         lines.append(f"#EXTINF:{durations[index]},")
         lines.append(f"{index}.m4s")
     if complete or not live:

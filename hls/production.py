@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from hls import playlist
 from hls.lanes import Lanes
 from hls.preemption import Preempted
-from hls.streams import PreparedSource, SourceRef, StreamSpec
+from hls.streams import PreparedSource, QueueRef, SourceRef, StreamSpec
 from hls.workers import run_job
 from hls.workqueue import BACKGROUND, MAX_PENDING, ON_DEMAND, PREPARE, WorkQueue, consume_exception
 from processing.plan import SegmentPlan
@@ -126,7 +126,7 @@ class Production:
                 state.background.cancel()
         await self.work.close()
 
-    async def prepare(self, source: SourceRef, cache_dir: str) -> PreparedSource:
+    async def prepare(self, source: SourceRef | QueueRef, cache_dir: str) -> PreparedSource:
         """Exact rate, channels and length of a source (converted once if needed)."""
         known = self._prepared.get(source.key)
         if known is None:

@@ -18,7 +18,7 @@ import numpy as np
 from scipy.signal import sosfilt, welch
 
 from processing import chain, dsp, loudness
-from processing.decode import AudioSource
+from processing.decode import Samples
 from processing.dsp import Biquad
 from processing.threads import parallel_map
 
@@ -54,7 +54,7 @@ class Analysis:
         return cls(params, data["tilt_db_per_octave"])
 
 
-def excerpts(source: AudioSource) -> list[tuple[np.ndarray, int]]:
+def excerpts(source: Samples) -> list[tuple[np.ndarray, int]]:
     """Audio to measure, as (audio with lead-in, lead-in samples) pairs."""
     rate, length = source.rate, source.length
     if length <= FULL_READ_SECONDS * rate:
@@ -147,7 +147,7 @@ def _shaped(
     return _k_power(shaped, rate), _decimate(peak, "max")
 
 
-def analyze(source: AudioSource, preset_name: str) -> Analysis:
+def analyze(source: Samples, preset_name: str) -> Analysis:
     """Measure the source and decide the chain's parameters for `preset_name`."""
     preset = chain.PRESETS[preset_name]
     rate = source.rate

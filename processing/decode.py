@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import soundfile as sf
@@ -108,6 +109,17 @@ def _direct_info(path: Path, rate: int | None = None) -> sf._SoundFileInfo | Non
 _LOSSLESS_CONTAINERS = {"FLAC", "WAV", "WAVEX", "W64", "RF64", "AIFF", "CAF"}
 
 
+class Samples(Protocol):
+    """What rendering and analysis read: a source, or a timeline of several."""
+
+    rate: int
+    channels: int
+    length: int
+    exact_seeks: bool
+
+    def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray: ...
+
+
 class AudioSource:
     """Random access to a source's PCM at the output rate, one window at a time.
 
@@ -119,8 +131,11 @@ class AudioSource:
     def __init__(self, path: Path, scratch_dir: Path, key: str, rate: int | None = None) -> None:
         """rate: serve at this rate (converting once) instead of `output_rate`'s."""
         self.path = path
+        self.key = key  # names the samples as served (a conversion to `rate` has its own)
         info = _direct_info(path, rate)
         if info is None:
+            if rate is not None:
+                self.key = f"{key}.r{rate}"
             readable = _intermediate(path, scratch_dir, key, rate)
             try:
                 info = sf.info(str(readable))

@@ -36,7 +36,7 @@ import soundfile as sf
 
 from processing import chain
 from processing.analysis import Analysis, analyze
-from processing.decode import AudioSource
+from processing.decode import AudioSource, Samples
 from processing.encode import (
     AacEncodes,
     Encoder,
@@ -76,8 +76,9 @@ class EncodedSegment:
     packets: tuple[Packet, ...]
 
 
-# (n, channels) float32 and where the kept part starts → the same shape, finished from there on
-Processor = Callable[[np.ndarray, int], np.ndarray]
+# (n, channels) float32, where the kept part starts and the global sample of its
+# first row → the same shape, finished from the kept part on
+Processor = Callable[[np.ndarray, int, int], np.ndarray]
 
 
 def chain_processor(rate: int, analysis: Analysis | None, intensity: float) -> Processor | None:
@@ -88,7 +89,13 @@ def chain_processor(rate: int, analysis: Analysis | None, intensity: float) -> P
 
 
 def _run_chain(
-    audio: np.ndarray, keep_from: int, *, rate: int, params: chain.ChainParams, intensity: float
+    audio: np.ndarray,
+    keep_from: int,
+    first: int,
+    *,
+    rate: int,
+    params: chain.ChainParams,
+    intensity: float,
 ) -> np.ndarray:
     return chain.process(audio, rate, params, intensity, in_place=True, keep_from=keep_from)
 
@@ -116,7 +123,7 @@ class Renderer:
 
     def __init__(
         self,
-        source: AudioSource,
+        source: Samples,
         plan: SegmentPlan,
         window: WindowSettings,
         process: Processor | None,
@@ -144,7 +151,7 @@ class Renderer:
             reread = max(self.plan[k + 1].start - self.window.context, start)
             self._decoded = _Rendering(reread, audio[reread - start :].copy())
         assert self.process is not None
-        out = self.process(audio, seg.start - start)
+        out = self.process(audio, seg.start - start, start)
         return _Rendering(seg.start, out[seg.start - start : seg.end + self.tail - start])
 
     def _read(self, start: int, stop: int) -> np.ndarray:
@@ -434,7 +441,7 @@ def encode_unit(
     return encoder.encode(renderer, early)
 
 
-def render_whole(source: AudioSource, analysis: Analysis | None, intensity: float) -> np.ndarray:
+def render_whole(source: Samples, analysis: Analysis | None, intensity: float) -> np.ndarray:
     """The reference: the whole track through the chain in one pass (no windows)."""
     audio = source.read(0, source.length)
     if analysis is None:

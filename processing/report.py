@@ -58,7 +58,7 @@ def build_report(path: Path, preset: str, scratch: Path) -> tuple[Report, np.nda
     analysis = analyze(source, preset)
     before = source.read(0, source.length)
     process = chain_processor(source.rate, analysis, 1.0)
-    after = before if process is None else process(before.copy(), 0)  # in place
+    after = before if process is None else process(before.copy(), 0, 0)  # in place
     report = Report(
         path.name, preset, source.rate, source.channels, source.length / source.rate,
         Measurement.of(before, source.rate), Measurement.of(after, source.rate), analysis,

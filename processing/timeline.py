@@ -4,41 +4,64 @@ A `Timeline` reads like an `AudioSource` (rate, channels, length,
 exact_seeks, `read`), so that the segment plan, the windows with their
 context and overlap (§5) and the encode units (§6) run over a queue as over
 one track: segments span track boundaries where they fall, and the previous
-track is the next one's context. The tracks join sample-exactly: track i
-starts at `starts[i]`, the sum of the lengths before it. Every track is read
-at the timeline's rate (converted once if need be, `AudioSource(rate=...)`);
-a mono track in a stereo timeline plays in both channels.
+track is the next one's context. Every track is read at the timeline's rate
+(converted once if need be, `AudioSource(rate=...)`); a mono track in a
+stereo timeline plays in both channels.
+
+Without crossfade the tracks join sample-exactly: track i starts at
+`starts[i]`, the sum of the lengths before it. With a crossfade the next
+track starts that much before the end of the one it follows, and the two
+are mixed at equal power (cos/sin gains: the tracks are not coherent, so
+their powers add).
+
+`TrackChains` gives each track its own enhancement chain (gain `track`):
+both chains render a window that spans a join, and the output moves from one
+to the other over the crossfade (or `SWITCH_SECONDS` without one), a
+complementary blend, since both renderings are of the same input.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
-from itertools import accumulate
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from processing.decode import AudioSource
+from processing.render import Processor
+
+SWITCH_SECONDS = 0.02  # one chain hands over to the next at a join without crossfade
 
 
 class Timeline:
-    """Tracks end to end, at one rate and channel count."""
+    """Tracks end to end (or crossfaded), at one rate and channel count."""
 
-    def __init__(self, tracks: Sequence[AudioSource]) -> None:
+    def __init__(self, tracks: Sequence[AudioSource], crossfade: int = 0) -> None:
+        """crossfade: samples each join overlaps (at most half of either track)."""
         if not tracks:
             raise ValueError("a timeline needs at least one track")
         rates = {track.rate for track in tracks}
         if len(rates) != 1:
             raise ValueError(f"tracks at several rates {sorted(rates)}: convert them first")
+        if crossfade < 0:
+            raise ValueError(f"crossfade must not be negative, got {crossfade}")
         self.tracks = list(tracks)
         self.rate = tracks[0].rate
         self.channels = max(track.channels for track in tracks)
-        self.starts = [0, *accumulate(track.length for track in tracks)][:-1]
-        self.length = sum(track.length for track in tracks)
+        lengths = [track.length for track in tracks]
+        # fades[i]: how much track i overlaps the one before it (0 for the first)
+        self.fades = [0] + [
+            min(crossfade, a // 2, b // 2) for a, b in zip(lengths, lengths[1:], strict=False)
+        ]
+        self.starts = [0]
+        for length, fade in zip(lengths, self.fades[1:], strict=False):
+            self.starts.append(self.starts[-1] + length - fade)
+        self.length = self.starts[-1] + lengths[-1]
         self.exact_seeks = all(track.exact_seeks for track in tracks)
 
     def track_at(self, sample: int) -> int:
-        """Index of the track that plays `sample` (clamped to the timeline)."""
+        """Index of the track that plays `sample` (the incoming one in a crossfade,
+        clamped to the timeline)."""
         return min(max(bisect_right(self.starts, sample) - 1, 0), len(self.tracks) - 1)
 
     def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -49,12 +72,90 @@ class Timeline:
             out[:] = 0.0
         if stop <= start:
             return out
-        first, last = self.track_at(max(start, 0)), self.track_at(min(stop, self.length) - 1)
+        first = max(self.track_at(max(start, 0)) - 1, 0)
+        last = self.track_at(min(stop, self.length) - 1)
         for index in range(first, last + 1):
             track, offset = self.tracks[index], self.starts[index]
             lo, hi = max(start, offset), min(stop, offset + track.length)
             if hi <= lo:
                 continue
             part = track.read(lo - offset, hi - offset)
-            out[lo - start : hi - start] = part if part.shape[1] == self.channels else part[:, :1]
+            self._fade(index, lo, part)
+            out[lo - start : hi - start] += part  # a mono track fills both channels
+        return out
+
+    def _fade(self, index: int, lo: int, part: np.ndarray) -> None:
+        """Equal-power gains of track `index`'s samples [lo, lo + len(part)) in its fades."""
+        offset, length = self.starts[index], self.tracks[index].length
+        fade_in = self.fades[index]
+        fade_out = self.fades[index + 1] if index + 1 < len(self.tracks) else 0
+        hi = lo + len(part)
+        if fade_in and lo < offset + fade_in:
+            t = np.arange(lo, min(hi, offset + fade_in)) - offset
+            part[: len(t)] *= np.sin(np.pi / 2 * (t + 0.5) / fade_in).astype(np.float32)[:, None]
+        end = offset + length
+        if fade_out and hi > end - fade_out:
+            t = np.arange(max(lo, end - fade_out), hi) - (end - fade_out)
+            gains = np.cos(np.pi / 2 * (t + 0.5) / fade_out).astype(np.float32)[:, None]
+            part[len(part) - len(t) :] *= gains
+
+
+class TrackChains:
+    """A processor that runs each track's own chain over its part of the timeline.
+
+    processor_of(i): track i's chain (asked for once, when a window first
+    reaches track i: a queue's first segment analyses its first track only).
+    """
+
+    def __init__(self, timeline: Timeline, processor_of: Callable[[int], Processor]) -> None:
+        self.timeline = timeline
+        self._processor_of = processor_of
+        self._processors: dict[int, Processor] = {}
+        switch = round(SWITCH_SECONDS * timeline.rate)
+        self.switches = [
+            max(fade, min(switch, track.length // 4))
+            for fade, track in zip(timeline.fades, timeline.tracks, strict=True)
+        ]
+
+    def load(self, start: int, stop: int) -> None:
+        """Make the chain of every track that samples [start, stop) may need."""
+        lo = max(self.timeline.track_at(max(start, 0)) - 1, 0)
+        for index in range(lo, self.timeline.track_at(max(stop, 0)) + 1):
+            self.processor(index)
+
+    def processor(self, index: int) -> Processor:
+        if index not in self._processors:
+            self._processors[index] = self._processor_of(index)
+        return self._processors[index]
+
+    def weight(self, index: int, lo: int, hi: int) -> np.ndarray:
+        """Share of track `index`'s chain in the output over global samples [lo, hi)."""
+        t = np.arange(lo, hi, dtype=np.float64)
+        starts, switches = self.timeline.starts, self.switches
+
+        def ramp(i: int) -> np.ndarray:  # 0 before track i's switch, 1 after it
+            return np.clip((t - starts[i] + 0.5) / switches[i], 0.0, 1.0)
+
+        weight = ramp(index) if index > 0 else np.ones_like(t)
+        if index + 1 < len(starts):
+            weight *= 1.0 - ramp(index + 1)
+        return weight
+
+    def __call__(self, audio: np.ndarray, keep_from: int, first: int) -> np.ndarray:
+        lo, hi = first + keep_from, first + len(audio)
+        timeline = self.timeline
+        candidates = range(
+            max(timeline.track_at(lo) - 1, 0), timeline.track_at(max(hi - 1, lo)) + 1
+        )
+        shares = {i: self.weight(i, lo, hi) for i in candidates}
+        shares = {i: w for i, w in shares.items() if w.any()}
+        if len(shares) == 1:
+            (only,) = shares
+            return self.processor(only)(audio, keep_from, first)
+        out = np.zeros_like(audio)
+        for n, (index, share) in enumerate(shares.items()):
+            # every chain but the last gets a copy: a chain may overwrite its input
+            given = audio if n == len(shares) - 1 else audio.copy()
+            rendered = self.processor(index)(given, keep_from, first)
+            out[keep_from:] += rendered[keep_from:] * share.astype(np.float32)[:, None]
         return out

@@ -40,6 +40,8 @@ class Track:
     rate: int | None
     channels: int | None
     error: str | None = None
+    album: str | None = None  # from the tags
+    position: tuple[int, int] | None = None  # (disc, track number) from the tags
 
     def to_json(self) -> dict:
         return {
@@ -60,14 +62,32 @@ def track_id(secret: str, relative_path: str) -> str:
     return digest.hexdigest()[:TRACK_ID_HEX]
 
 
-def _title(path: Path) -> str:
+@dataclass(frozen=True)
+class Tags:
+    title: str
+    album: str | None
+    position: tuple[int, int] | None  # (disc, track number)
+
+
+def _number(values: list[str] | None) -> int | None:
+    """The leading number of a tag such as "3" or "3/12"; None when there is none."""
+    text = str(values[0]) if values else ""
+    digits = text.split("/")[0].strip()
+    return int(digits) if digits.isdigit() else None
+
+
+def _tags(path: Path) -> Tags:
     try:
         tags = mutagen.File(str(path), easy=True)
-    except Exception:  # mutagen raises many types on odd files; a title is optional
+    except Exception:  # mutagen raises many types on odd files; tags are optional
         tags = None
-    if tags is not None and tags.get("title"):
-        return str(tags["title"][0])
-    return path.stem.replace("_", " ")
+    if tags is None:
+        return Tags(path.stem.replace("_", " "), None, None)
+    title = str(tags["title"][0]) if tags.get("title") else path.stem.replace("_", " ")
+    album = str(tags["album"][0]) if tags.get("album") else None
+    number = _number(tags.get("tracknumber"))
+    position = None if number is None else (_number(tags.get("discnumber")) or 1, number)
+    return Tags(title, album, position)
 
 
 def _inside(root: Path, path: Path) -> bool:
@@ -121,9 +141,11 @@ class Catalog:
             info = probe(file)
         except DecodeError as exc:
             return Track(tid, file.stem, relative, file, None, None, None, str(exc))
+        tags = _tags(file)
         return Track(
-            tid, _title(file), relative, file, info.length / info.rate, info.rate, info.channels
-        )
+            tid, tags.title, relative, file, info.length / info.rate, info.rate, info.channels,
+            album=tags.album, position=tags.position,
+        )  # fmt: skip
 
     def tracks(self) -> list[Track]:
         with self._lock:

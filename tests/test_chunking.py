@@ -68,7 +68,7 @@ def test_flac_stream_matches_the_whole_track_render_in_every_segment(
     assert max(figures) <= -60.0, figures
 
 
-def slow_agc(audio: np.ndarray, keep_from: int = 0) -> np.ndarray:
+def slow_agc(audio: np.ndarray, keep_from: int = 0, first: int = 0) -> np.ndarray:
     """A long-memory processor: gain toward -20 dBFS RMS from a 2 s level average."""
     power = np.mean(audio.astype(np.float64) ** 2, axis=1)
     level = dsp._one_pole(power, RATE, 2000.0)
