@@ -4,12 +4,14 @@ loopback, real files cut off the codec grid, decoded by ffmpeg."""
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import mutagen.flac
 import numpy as np
@@ -23,6 +25,7 @@ from tests.conftest import Server, music_file, start_server, synth_program
 from tests.helpers import decode, parse_playlist
 from tests.hls_lint import attributes, lint_media, lint_update
 from tests.seams import check
+from tests.test_player import CHROMIUM, CHROMIUM_ARGS, HLS_JS
 
 RATE = 44100
 CUTS = (1_234_567, 2_500_001)  # track joins, off the 1024-sample grid
@@ -283,3 +286,71 @@ def test_track_gain_levels_each_track_and_album_gain_keeps_their_balance(origin:
     loud, quiet = levels["album"]
     assert 10.0 <= loud - quiet <= 20.0, levels
     assert abs(albums_level + 14.0) <= 1.0, albums_level
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None or not HLS_JS.is_file():
+        pytest.skip("make test installs chromium and hls.js")
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with tempfile.TemporaryDirectory() as profile, playwright_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield context
+        context.close()
+
+
+def test_the_web_player_plays_a_queue_across_a_join_and_shows_each_track(
+    browser: Any, origin: Server
+) -> None:
+    """The page's own controls: queue two tracks (the first at 48 kHz mono, so the
+    second is converted to it), play the queue cold, in real time, across the join."""
+    expected = queue(origin, ["mono48.flac", "loud.flac"], crossfade=0, gain="track")
+    rate = expected["sample_rate"]
+    assert rate == 48000 and expected["channels"] == 2
+    join = (expected["tracks"][1]["start_sample"] + RENDITIONS["aac"].lead_samples) / rate
+    page = browser.new_page()
+    try:
+        page.goto(origin.url + "/")
+        page.evaluate(
+            "document.getElementById('audio').muted = true;"
+            " document.getElementById('intensity').value = '0.45'"  # cold: no test asked for it
+        )
+        page.click("#tracks li:has-text('mono48') button.add")
+        page.click("#tracks li:has-text('loud') button.add")
+        page.click("#play-queue")
+        page.wait_for_function("document.getElementById('audio').currentTime > 0", timeout=30000)
+        page.evaluate(
+            "window.waiting = []; document.getElementById('audio').addEventListener('waiting',"
+            " () => window.waiting.push(document.getElementById('audio').currentTime))"
+        )
+        page.wait_for_function(
+            f"document.getElementById('audio').currentTime > {join + 1.5}", timeout=60000
+        )
+        state = page.evaluate(
+            "() => { const a = document.getElementById('audio'); return {"
+            " url: hls.url, changes: window.trackChanges, waiting: window.waiting,"
+            " now: document.getElementById('now').textContent,"
+            " queue: Array.from(document.querySelectorAll('#queue li'), li => li.textContent),"
+            " buffered: Array.from({length: a.buffered.length},"
+            "   (_, i) => [a.buffered.start(i), a.buffered.end(i)]) }; }"
+        )
+        print("queue in the web player:", state, "join at", join)
+        assert f"/hls/{expected['id']}/adaptive/0.45/master.m3u8" in state["url"], state
+        assert state["queue"] == ["mono48", "loud"]
+        assert state["now"] == "Now playing: loud"
+        assert state["waiting"] == [], state
+        assert len(state["buffered"]) == 1 and state["buffered"][0][0] < 0.1, state
+        titles = [c["title"] for c in state["changes"]]
+        assert titles == ["mono48", "loud"], state
+        changed = state["changes"][1]["at"]
+        assert 0.0 <= changed - join <= 0.5, (changed, join)
+        # Skip back to the first track's start from the queue's list.
+        page.click("#queue li:nth-child(1)")
+        page.wait_for_function(
+            "document.getElementById('now').textContent === 'Now playing: mono48'", timeout=5000
+        )
+        assert page.evaluate("document.getElementById('audio').currentTime") < 1.0
+    finally:
+        page.close()
