@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from hls.queues import GAINS, MAX_CROSSFADE_SECONDS, MAX_TRACKS
 from hls.settings import SETTINGS, Settings, from_sources
 from processing.params import PRESET_NAMES
 from processing.renditions import RENDITIONS
@@ -28,18 +29,22 @@ def _parser() -> argparse.ArgumentParser:
             setting.flag, type=setting.type, default=None,
             help=f"{setting.help} [env {setting.env}]",
         )  # fmt: skip
-    render = commands.add_parser("render", help="render a whole track in one pass (the reference)")
-    render.add_argument("source", type=Path)
+    render = commands.add_parser(
+        "render", help="render a whole track (or a queue of several) in one pass: the reference"
+    )
+    render.add_argument("sources", type=Path, nargs="+", metavar="SOURCE")
     render.add_argument("out", type=Path, help="output .wav or .flac")
     render.add_argument("--preset", choices=PRESET_NAMES, default="adaptive")
     render.add_argument("--intensity", type=float, default=1.0)
+    _queue_options(render)
     package = commands.add_parser(
-        "package", help="write a complete static VOD HLS package of one track"
+        "package", help="write a complete static VOD HLS package of a track (or a queue)"
     )
-    package.add_argument("source", type=Path)
+    package.add_argument("sources", type=Path, nargs="+", metavar="SOURCE")
     package.add_argument("outdir", type=Path)
     package.add_argument("--preset", choices=PRESET_NAMES, default="adaptive")
     package.add_argument("--intensity", type=float, default=1.0)
+    _queue_options(package)
     package.add_argument(
         "--rendition", nargs="+", choices=RENDITION_NAMES, default=list(RENDITION_NAMES),
         dest="renditions", help="renditions to include (default: all)",
@@ -52,6 +57,31 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--json", action="store_true", help="print JSON instead of a table")
     analyze.add_argument("--plot", type=Path, metavar="FILE.png", help="draw loudness and spectrum")
     return parser
+
+
+def _queue_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--crossfade", type=float, default=0.0, metavar="SECONDS",
+        help=f"several sources: crossfade each join (0 to {MAX_CROSSFADE_SECONDS:g} s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gain", choices=GAINS, default="track",
+        help="several sources: level each track (track) or the whole (album)",
+    )  # fmt: skip
+
+
+def _check_sources(args: argparse.Namespace) -> None:
+    if not 0.0 <= args.intensity <= 1.0:
+        raise SystemExit(f"--intensity must be in [0, 1], got {args.intensity}")
+    if not 0.0 <= args.crossfade <= MAX_CROSSFADE_SECONDS:
+        raise SystemExit(
+            f"--crossfade must be in [0, {MAX_CROSSFADE_SECONDS:g}], got {args.crossfade}"
+        )
+    if len(args.sources) > MAX_TRACKS:
+        raise SystemExit(f"hls-origin: at most {MAX_TRACKS} sources, got {len(args.sources)}")
+    for source in args.sources:
+        if not source.is_file():
+            raise SystemExit(f"hls-origin: {source} is not a file")
 
 
 def _analyze(args: argparse.Namespace) -> None:
@@ -95,22 +125,24 @@ def _package(args: argparse.Namespace) -> None:
     from hls.package import package
     from processing.params import canonical_intensity
 
-    if not 0.0 <= args.intensity <= 1.0:
-        raise SystemExit(f"--intensity must be in [0, 1], got {args.intensity}")
-    if not args.source.is_file():
-        raise SystemExit(f"hls-origin: {args.source} is not a file")
+    _check_sources(args)
     intensity = canonical_intensity(args.intensity)
-    master = package(args.source, args.outdir, args.preset, intensity, args.renditions)
+    master = package(
+        args.sources, args.outdir, args.preset, intensity, args.renditions,
+        crossfade=args.crossfade, gain=args.gain,
+    )  # fmt: skip
     print(f"wrote {master}")
 
 
 def _render(args: argparse.Namespace) -> None:
     from processing.render import render_file
 
-    if not 0.0 <= args.intensity <= 1.0:
-        raise SystemExit(f"--intensity must be in [0, 1], got {args.intensity}")
+    _check_sources(args)
     with tempfile.TemporaryDirectory() as scratch:
-        render_file(args.source, args.out, args.preset, args.intensity, Path(scratch))
+        render_file(
+            args.sources, args.out, args.preset, args.intensity, Path(scratch),
+            crossfade=args.crossfade, gain=args.gain,
+        )  # fmt: skip
     print(f"wrote {args.out}")
 
 

@@ -1,4 +1,4 @@
-"""`hls-origin package`: a complete static VOD HLS package of one track (SPEC §2).
+"""`hls-origin package`: a complete static VOD HLS package of a track or a queue (SPEC §2).
 
 The same segments the server streams, byte for byte (same plan, windows,
 chain and encoders), written as files for any static web server or CDN:
@@ -10,13 +10,14 @@ chain and encoders), written as files for any static web server or CDN:
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
 from hls import fmp4, jobs, playlist
 from hls.settings import Settings
-from hls.streams import SourceRef, StreamSpec, plan_for
+from hls.streams import QueueRef, SourceRef, StreamSpec, plan_for
 from processing.renditions import RENDITIONS
 from storage.catalog import fingerprint
 
@@ -24,23 +25,43 @@ DEFAULTS = Settings()  # the server's segment and window settings: the same byte
 
 
 def package(
-    source: Path,
+    source: Path | Sequence[Path],
     outdir: Path,
     preset: str,
     intensity: str,
     renditions: list[str],
     progress: bool = True,
+    crossfade: float = 0.0,
+    gain: str = "track",
 ) -> Path:
-    """Write the package; returns the path of its first multivariant playlist."""
-    st = source.stat()
+    """Write the package; returns the path of its first multivariant playlist.
+
+    Several sources are packaged as one queue (SPEC §10): one timeline joined
+    with `crossfade` seconds, gain `track` or `album`, each track's start
+    marked in the media playlists.
+    """
+    sources = [source] if isinstance(source, Path) else list(source)
+    refs = []
+    for path in sources:
+        st = path.stat()
+        refs.append(SourceRef(str(path), fingerprint(path, st.st_size, st.st_mtime_ns)))
     with tempfile.TemporaryDirectory(prefix="hls-package-") as scratch:
-        ref = SourceRef(str(source), fingerprint(source, st.st_size, st.st_mtime_ns))
+        ref: SourceRef | QueueRef = refs[0]
+        if len(refs) > 1:
+            names = tuple(path.name for path in sources)
+            ref = QueueRef(names, tuple(refs), round(crossfade * 1000), gain)
         spec = StreamSpec(
             ref, preset, intensity, DEFAULTS.segment_seconds,
             DEFAULTS.context_seconds, DEFAULTS.overlap_seconds, scratch,
         )  # fmt: skip
         info = jobs.prepare(ref, scratch)
         plan = plan_for(spec, info.length, info.rate)
+        markers: tuple[playlist.Marker, ...] = ()
+        if len(refs) > 1:
+            markers = tuple(
+                playlist.Marker(path.name, path.stem, start, length)
+                for path, start, length in zip(sources, info.starts, info.lengths, strict=True)
+            )
         sizes: dict[str, dict[int, int]] = {}
         with tqdm(total=len(plan) * len(renditions), unit="segment", disable=not progress) as bar:
             for name in renditions:
@@ -60,8 +81,9 @@ def package(
                         made.unlink()  # the package is the copy: scratch stays one encode unit
                     bar.update(len(unit))
                 vod = playlist.media_playlist(
-                    plan, len(plan), complete=True, live=False, lead=rendition.lead_samples
-                )
+                    plan, len(plan), complete=True, live=False,
+                    lead=rendition.lead_samples, markers=markers,
+                )  # fmt: skip
                 (folder / "index.m3u8").write_text(vod)
     masters = []
     for codec, master_name in playlist.MASTER_OF_CODEC.items():

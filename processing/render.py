@@ -26,7 +26,7 @@ intensity, rendition, index, settings).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -47,7 +47,7 @@ from processing.encode import (
     to_pcm24,
 )
 from processing.errors import EncodeStopped
-from processing.plan import FRAME_SAMPLES, SegmentPlan, WindowSettings
+from processing.plan import DEFAULT_CONTEXT_SECONDS, FRAME_SAMPLES, SegmentPlan, WindowSettings
 
 # Seam excess, worst window over the 5 music tracks, 10 s segments, both AAC
 # renditions: 64 frames +4.4 dB, 96 +4.1 dB, 128 (3 s) +2.7 dB (target 3).
@@ -449,12 +449,43 @@ def render_whole(source: Samples, analysis: Analysis | None, intensity: float) -
     return chain.process(audio, source.rate, analysis.params, intensity, in_place=True)
 
 
-def render_file(source_path: Path, out: Path, preset: str, intensity: float, scratch: Path) -> None:
-    """`hls-origin render`: write the whole-track reference as WAV (float) or FLAC (24-bit)."""
-    source = AudioSource(source_path, scratch, "render")
-    analysis = None if preset == "original" else analyze(source, preset)
-    audio = render_whole(source, analysis, float(chain.canonical_intensity(intensity)))
+def render_file(
+    sources: Sequence[Path],
+    out: Path,
+    preset: str,
+    intensity: float,
+    scratch: Path,
+    crossfade: float = 0.0,
+    gain: str = "track",
+) -> None:
+    """`hls-origin render`: write the whole-track reference as WAV (float) or FLAC (24-bit).
+
+    Several sources are a queue (SPEC §10): one timeline at the first one's
+    rate, joined with `crossfade` seconds; gain `album` puts the whole timeline
+    through one chain, `track` each track through its own (`render_tracks`).
+    """
+    from processing.timeline import Timeline, TrackChains, render_tracks
+
+    first = AudioSource(sources[0], scratch, "render-0")
+    tracks = [first] + [
+        AudioSource(path, scratch, f"render-{i}", rate=first.rate)
+        for i, path in enumerate(sources[1:], start=1)
+    ]
+    source: Samples = first if len(tracks) == 1 else Timeline(tracks, round(crossfade * first.rate))
+    level = float(chain.canonical_intensity(intensity))
+    if isinstance(source, Timeline) and gain == "track" and preset != "original" and level > 0:
+        chains = TrackChains(source, lambda i: _chain_of(tracks[i], source.rate, preset, level))
+        audio = render_tracks(source, chains, round(DEFAULT_CONTEXT_SECONDS * source.rate))
+    else:
+        analysis = None if preset == "original" else analyze(source, preset)
+        audio = render_whole(source, analysis, level)
     if out.suffix.lower() == ".flac":
         sf.write(str(out), to_pcm24(audio), source.rate, subtype="PCM_24", format="FLAC")
     else:
         sf.write(str(out), audio, source.rate, subtype="FLOAT", format="WAV")
+
+
+def _chain_of(track: Samples, rate: int, preset: str, intensity: float) -> Processor:
+    process = chain_processor(rate, analyze(track, preset), intensity)
+    assert process is not None  # neither `original` nor intensity 0
+    return process

@@ -4,6 +4,8 @@ loopback, real files cut off the codec grid, decoded by ffmpeg."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -21,7 +23,7 @@ import soundfile as sf
 from hls.playlist import EPOCH
 from processing import loudness
 from processing.encode import RENDITIONS
-from tests.conftest import Server, music_file, start_server, synth_program
+from tests.conftest import ROOT, Server, music_file, start_server, synth_program
 from tests.helpers import decode, parse_playlist
 from tests.hls_lint import attributes, lint_media, lint_update
 from tests.seams import check
@@ -243,7 +245,12 @@ def test_aac_renditions_of_a_queue_are_gapless_at_track_joins(origin: Server) ->
 
 
 def rms_db(audio: np.ndarray) -> float:
-    return float(10 * np.log10(np.mean(audio.astype(np.float64) ** 2)))
+    return float(10 * np.log10(max(np.mean(audio.astype(np.float64) ** 2), 1e-20)))
+
+
+def residual_db(audio: np.ndarray, reference: np.ndarray) -> float:
+    """Level of the difference below the reference's, in dB."""
+    return rms_db(audio - reference) - rms_db(reference)
 
 
 def test_a_crossfade_shortens_the_timeline_and_keeps_the_level(origin: Server) -> None:
@@ -354,3 +361,40 @@ def test_the_web_player_plays_a_queue_across_a_join_and_shows_each_track(
         assert page.evaluate("document.getElementById('audio').currentTime") < 1.0
     finally:
         page.close()
+
+
+def test_render_and_package_take_a_queue_and_agree_with_the_origin(
+    origin: Server, tmp_path: Path
+) -> None:
+    """`render` of several sources is the one-pass reference of the chunked queue
+    (each track through its own chain); `package` writes the same queue (its
+    30 s segments against this origin's 10 s: the same first segment)."""
+    files = [origin.library / "mix" / n for n in ("loud.flac", "quiet.flac")]
+    body = queue(origin, ["loud.flac", "quiet.flac"], gain="track")
+    run = [sys.executable, "-m", "hls"]
+    reference = tmp_path / "reference.flac"
+    subprocess.run([*run, "render", *map(str, files), str(reference), "--preset", "adaptive",
+                    "--gain", "track"], check=True, cwd=ROOT, timeout=300)  # fmt: skip
+    whole = sf.read(reference, dtype="int32")[0].astype(np.float64) / 2**31
+    chunked = flac_of(origin, body["id"], "adaptive").astype(np.float64) / 2**23
+    assert whole.shape == chunked.shape == (body["samples"], 2)
+    out = tmp_path / "package"
+    subprocess.run([*run, "package", *map(str, files), str(out), "--preset", "adaptive",
+                    "--rendition", "flac", "aac"], check=True, cwd=ROOT, timeout=300)  # fmt: skip
+    packaged = decode(out / "flac" / "index.m3u8", 2, fmt="s32le").astype(np.float64) / 2**31
+    for name, playlist_text, audio in (
+        ("origin", origin.get(f"/hls/{body['id']}/adaptive/1.00/flac/vod.m3u8")[2].decode(),
+         chunked),
+        ("package", (out / "flac" / "index.m3u8").read_text(), packaged),
+    ):  # fmt: skip
+        assert playlist_text.count("#EXT-X-DATERANGE") == 2
+        lengths = [round(s.duration * RATE) for s in parse_playlist(playlist_text).segments]
+        bounds = np.cumsum([0, *lengths])
+        worst = max(
+            residual_db(audio[a:b], whole[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)
+        )
+        print(f"queue, {name} against render: worst segment residual {worst:.1f} dB")
+        assert worst <= -60.0
+    for name in ("init.mp4", "0.m4s"):
+        status, _, served = origin.get(f"/hls/{body['id']}/adaptive/1.00/flac/{name}")
+        assert status == 200 and (out / "flac" / name).read_bytes() == served, name
