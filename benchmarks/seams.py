@@ -2,6 +2,9 @@
 
 Run: .venv/bin/python benchmarks/seams.py [--preroll FRAMES] [--renditions aac aac-lo]
 (--preroll measures another pre-roll than the one the server uses.)
+Then each track again as a queue (SPEC §10): cut in three at sample positions
+off the 1024-sample grid and packaged as one timeline; the seam figures at
+the segment boundaries and, apart, at the track joins.
 """
 
 from __future__ import annotations
@@ -11,10 +14,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from hls.package import package  # noqa: E402
 from processing import render  # noqa: E402
+from processing.decode import AudioSource  # noqa: E402
 from processing.encode import RENDITIONS  # noqa: E402
+from processing.plan import plan_segments  # noqa: E402
 from tests.conftest import MUSIC  # noqa: E402
 from tests.seams import check  # noqa: E402
 from tests.test_seams import (
@@ -42,6 +51,31 @@ def main() -> None:
                     boundaries, RENDITIONS[rendition].nominal_bitrate(reference.shape[1]),
                 )  # fmt: skip
             print(f"{rendition:7s} {src.name:30s} {report}")
+    for rendition in args.renditions:
+        for src in files:
+            with tempfile.TemporaryDirectory() as tmp:
+                segments, joins = queue_reports(src, Path(tmp), rendition)
+            print(f"{rendition:7s} {src.name:30s} as a queue, segment seams: {segments}")
+            print(f"{rendition:7s} {src.name:30s} as a queue, track joins:   {joins}")
+
+
+def queue_reports(src: Path, out: Path, rendition: str) -> tuple[object, object]:
+    """Seam reports of `src` cut in three tracks and packaged as one queue."""
+    whole = AudioSource(src, out / "scratch", "whole")
+    reference = whole.read(0, whole.length)
+    cuts = [round(len(reference) * 0.37) // 1024 * 1024 + 17,
+            round(len(reference) * 0.71) // 1024 * 1024 + 333]  # fmt: skip
+    pieces = []
+    for i, piece in enumerate(np.split(reference, cuts)):
+        pieces.append(out / f"{i}.wav")
+        sf.write(pieces[-1], piece, RATE, subtype="FLOAT")  # exact: the joins are the test
+    package(pieces, out, "original", "1.00", [rendition], progress=False)
+    plan = plan_segments(len(reference), RATE, 30.0)
+    bitrate = RENDITIONS[rendition].nominal_bitrate(reference.shape[1])
+    playlist = out / rendition / "index.m3u8"
+    segments = check(playlist, reference, RATE, [seg.start for seg in plan.segments[1:]], bitrate)
+    joins = check(playlist, reference, RATE, cuts, bitrate)
+    return segments, joins
 
 
 if __name__ == "__main__":
