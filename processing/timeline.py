@@ -79,10 +79,20 @@ class Timeline:
             lo, hi = max(start, offset), min(stop, offset + track.length)
             if hi <= lo:
                 continue
+            target = out[lo - start : hi - start]
+            if track.channels == self.channels and not self._fades(index, lo, hi):
+                track.read(lo - offset, hi - offset, out=target)  # alone there: no copy
+                continue
             part = track.read(lo - offset, hi - offset)
             self._fade(index, lo, part)
-            out[lo - start : hi - start] += part  # a mono track fills both channels
+            target += part  # a mono track fills both channels
         return out
+
+    def _fades(self, index: int, lo: int, hi: int) -> bool:
+        """Whether track `index` fades in or out anywhere in [lo, hi)."""
+        offset, end = self.starts[index], self.starts[index] + self.tracks[index].length
+        fade_out = self.fades[index + 1] if index + 1 < len(self.tracks) else 0
+        return lo < offset + self.fades[index] or hi > end - fade_out
 
     def _fade(self, index: int, lo: int, part: np.ndarray) -> None:
         """Equal-power gains of track `index`'s samples [lo, lo + len(part)) in its fades."""
