@@ -280,7 +280,10 @@ async ({cells, seconds, limitMs}) => {
     const log = {errors: [], waiting: [], playing: null, ended: null};
     const t0 = performance.now();
     audio.addEventListener('playing', () => { if (log.playing === null) log.playing = performance.now() - t0; });
-    audio.addEventListener('waiting', () => { if (log.playing !== null && log.ended === null) log.waiting.push(audio.currentTime); });
+    // A wait before the first sample has played is start-up, which the wall
+    // time of the play (ended minus duration) already judges; a wait after it
+    // is a stall in the middle of the track.
+    audio.addEventListener('waiting', () => { if (log.playing !== null && log.ended === null && audio.currentTime > 0) log.waiting.push(audio.currentTime); });
     audio.addEventListener('ended', () => { log.ended = performance.now() - t0; });
     audio.addEventListener('error', () => log.errors.push('media error ' + (audio.error && audio.error.message)));
     let destroy = () => {};
@@ -391,6 +394,10 @@ def run_matrix(
             cell.errors.append(f"{type(exc).__name__}: {exc}")
 
     live = [c for c in todo if c.client in GSTREAMER]
+    if live:
+        # GStreamer builds its plugin registry on its first run on a machine
+        # (0.4 s here, more from a cold disk): paid now, not in a cell's stall.
+        subprocess.run(["gst-inspect-1.0", "hlsdemux"], capture_output=True, timeout=120)
     with ThreadPoolExecutor(max(1, len(clients))) as pool:
         for row, *_ in ROWS:
             list(pool.map(run, [c for c in live if c.row == row]))
