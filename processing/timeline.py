@@ -151,23 +151,54 @@ class TrackChains:
             weight *= 1.0 - ramp(index + 1)
         return weight
 
+    def parts(self, index: int, lo: int, hi: int) -> tuple[int, int, int, int]:
+        """Where track `index`'s share (`weight`) ramps up, is 1 and ramps down,
+        clipped to [lo, hi): it is 0 before `begin` and from `end` on, 1 on
+        [full_from, full_to), a ramp between (begin <= full_from <= full_to <= end)."""
+        starts, switches = self.timeline.starts, self.switches
+        begin, full_from = (starts[index], starts[index] + switches[index]) if index else (lo, lo)
+        if index + 1 < len(starts):
+            full_to, end = starts[index + 1], starts[index + 1] + switches[index + 1]
+        else:
+            full_to, end = hi, hi
+        begin, full_from, full_to, end = (
+            min(max(b, lo), hi) for b in (begin, full_from, full_to, end)
+        )
+        return begin, min(full_from, full_to), full_to, end
+
     def __call__(self, audio: np.ndarray, keep_from: int, first: int) -> np.ndarray:
         lo, hi = first + keep_from, first + len(audio)
         timeline = self.timeline
         candidates = range(
             max(timeline.track_at(lo) - 1, 0), timeline.track_at(max(hi - 1, lo)) + 1
         )
-        shares = {i: self.weight(i, lo, hi) for i in candidates}
-        shares = {i: w for i, w in shares.items() if w.any()}
-        if len(shares) == 1:
-            (only,) = shares
-            return self.processor(only)(audio, keep_from, first)
-        out = np.zeros_like(audio)
-        for n, (index, share) in enumerate(shares.items()):
+        # each track's parts, in the window's own sample numbers
+        parts = {i: [b - first for b in self.parts(i, lo, hi)] for i in candidates}
+        active = [i for i, (begin, *_, end) in parts.items() if end > begin]
+        if len(active) == 1:
+            return self.processor(active[0])(audio, keep_from, first)
+
+        def share(index: int, a: int, b: int) -> np.ndarray:
+            return self.weight(index, first + a, first + b).astype(np.float32)[:, None]
+
+        # Summed as rendering times share, each chain's in turn, but a share is
+        # computed only where it ramps (elsewhere it is exactly 1 or 0): no
+        # window-long sum, no window-long float64 shares (10 MB a track).
+        head, *rest = active
+        out = self.processor(head)(audio.copy(), keep_from, first)
+        begin, full_from, full_to, end = parts[head]
+        out[:begin] = 0.0
+        out[end:] = 0.0
+        for a, b in ((begin, full_from), (full_to, end)):
+            out[a:b] *= share(head, a, b)
+        for index in rest:
             # every chain but the last gets a copy: a chain may overwrite its input
-            given = audio if n == len(shares) - 1 else audio.copy()
+            given = audio if index == active[-1] else audio.copy()
             rendered = self.processor(index)(given, keep_from, first)
-            out[keep_from:] += rendered[keep_from:] * share.astype(np.float32)[:, None]
+            begin, full_from, full_to, end = parts[index]
+            for a, b in ((begin, full_from), (full_to, end)):
+                out[a:b] += rendered[a:b] * share(index, a, b)
+            out[full_from:full_to] = rendered[full_from:full_to]
         return out
 
 
