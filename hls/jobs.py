@@ -104,7 +104,6 @@ def _heap_kept() -> Iterator[None]:
     finally:
         if libc is not None:
             libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
-            libc.malloc_trim(0)
 
 
 def warm_up() -> int:
