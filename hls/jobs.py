@@ -190,7 +190,7 @@ def _processor(spec: StreamSpec, source: Samples) -> Processor | None:
             assert process is not None  # neither `original` nor intensity 0
             return process
 
-        return TrackChains(timeline, chain_of)
+        return TrackChains(timeline, chain_of, reach=CHAIN_REACH)
     analysis = load_analysis(spec.cache_dir, spec.source.key, spec.preset, source)
     return chain_processor(source.rate, analysis, intensity)
 

@@ -115,10 +115,18 @@ class TrackChains:
 
     processor_of(i): track i's chain (asked for once, when a window first
     reaches track i: a queue's first segment analyses its first track only).
+    reach: how far past a sample a chain reads to make it (its output up to a
+    sample is the same whatever follows beyond that); None: it reads all.
     """
 
-    def __init__(self, timeline: Timeline, processor_of: Callable[[int], Processor]) -> None:
+    def __init__(
+        self,
+        timeline: Timeline,
+        processor_of: Callable[[int], Processor],
+        reach: int | None = None,
+    ) -> None:
         self.timeline = timeline
+        self.reach = reach
         self._processor_of = processor_of
         self._processors: dict[int, Processor] = {}
         switch = round(SWITCH_SECONDS * timeline.rate)
@@ -181,24 +189,29 @@ class TrackChains:
         def share(index: int, a: int, b: int) -> np.ndarray:
             return self.weight(index, first + a, first + b).astype(np.float32)[:, None]
 
-        # Summed as rendering times share, each chain's in turn, but a share is
-        # computed only where it ramps (elsewhere it is exactly 1 or 0): no
-        # window-long sum, no window-long float64 shares (10 MB a track).
-        head, *rest = active
-        out = self.processor(head)(audio.copy(), keep_from, first)
-        begin, full_from, full_to, end = parts[head]
+        # Summed as rendering times share (at most two shares are above 0 at
+        # any sample), but a share is computed only where it ramps (elsewhere
+        # it is exactly 1 or 0): no window-long sum, no window-long float64
+        # shares (10 MB a track). Each chain but the last renders a copy of
+        # the window up to where it hands over, then the last one the window
+        # itself, which becomes the output.
+        *rest, last = active
+        renderings = {}
+        for index in rest:
+            stop = len(audio) if self.reach is None else parts[index][3] + self.reach
+            given = audio[: min(stop, len(audio))].copy()
+            renderings[index] = self.processor(index)(given, keep_from, first)
+        out = self.processor(last)(audio, keep_from, first)
+        begin, full_from, full_to, end = parts[last]
         out[:begin] = 0.0
         out[end:] = 0.0
         for a, b in ((begin, full_from), (full_to, end)):
-            out[a:b] *= share(head, a, b)
-        for index in rest:
-            # every chain but the last gets a copy: a chain may overwrite its input
-            given = audio if index == active[-1] else audio.copy()
-            rendered = self.processor(index)(given, keep_from, first)
+            out[a:b] *= share(last, a, b)
+        for index, rendered in renderings.items():
             begin, full_from, full_to, end = parts[index]
+            out[full_from:full_to] = rendered[full_from:full_to]
             for a, b in ((begin, full_from), (full_to, end)):
                 out[a:b] += rendered[a:b] * share(index, a, b)
-            out[full_from:full_to] = rendered[full_from:full_to]
         return out
 
 
