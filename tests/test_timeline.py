@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from processing import chain
+from processing.analysis import Analysis
 from processing.decode import AudioSource
 from processing.plan import WindowSettings, plan_segments
-from processing.render import CHAIN_REACH, Renderer, chain_processor
-from processing.timeline import Timeline
+from processing.render import CHAIN_REACH, Processor, Renderer, chain_processor
+from processing.timeline import Timeline, TrackChains
 from tests.conftest import music_file, synth_program
 
 CUTS = (1_234_567, 2_500_001)  # off the 1024-sample grid
@@ -94,3 +96,47 @@ def test_tracks_of_another_rate_and_channel_count_join_the_timeline(tmp_path: Pa
     assert np.array_equal(tail[:, :1], second.read(0, second.length))
     # Converted once: the 48 kHz source at 44.1 kHz is kept under its own name.
     assert len(list(scratch.glob("b.r44100.*.flac"))) == 1
+
+
+class _Length:
+    """A track as TrackChains sees it: its length (and rate and channels)."""
+
+    def __init__(self, length: int) -> None:
+        self.length, self.rate, self.channels, self.exact_seeks = length, 44100, 2, True
+
+
+@pytest.mark.parametrize("crossfade", [0, 3 * 44100])
+def test_track_chains_give_each_rendering_times_its_share(crossfade: int) -> None:
+    # The blend computes shares only where they ramp and lets a handing-over
+    # chain render only up to its reach: the samples must be those of the
+    # definition, every chain over the whole window times its share.
+    rate = 44100
+    timeline = Timeline([_Length(n) for n in (20 * rate, 7 * rate, 3000, 9 * rate)], crossfade)
+    presets = ("punchy", "adaptive", "warm", "bright")
+
+    def chain_of(i: int) -> Processor:
+        params = chain.ChainParams(presets[i], 1.0 + i, ())
+        process = chain_processor(rate, Analysis(params), 1.0)
+        assert process is not None
+        return process
+
+    chains = TrackChains(timeline, chain_of, reach=CHAIN_REACH)
+    rng = np.random.default_rng(5)
+    joins = 0
+    for first in [
+        *(s - 2 * rate for s in timeline.starts[1:]),
+        *rng.integers(-rate, timeline.length, 6),
+    ]:
+        first = int(first)
+        size, keep = 8 * rate, rate
+        audio = (0.2 * rng.standard_normal((size, 2))).astype(np.float32)
+        got = chains(audio.copy(), keep, first)[keep:]
+        expected = np.zeros_like(got)
+        for i in range(len(timeline.tracks)):
+            share = chains.weight(i, first + keep, first + size)
+            if share.any():
+                rendered = chain_of(i)(audio.copy(), keep, first)[keep:]
+                expected += rendered * share.astype(np.float32)[:, None]
+                joins += not share.all()
+        np.testing.assert_array_equal(got, expected)
+    assert joins >= 6  # the windows did cross the joins
