@@ -72,6 +72,11 @@ KNOWN_CLIENT_BUGS = {
     for row in ("aac live", "aac-lo live", "flac live")
 }
 GSTREAMER = {"hlsdemux2": "uridecodebin3", "hlsdemux": "uridecodebin"}
+# what the GStreamer cells load (HTTP, HLS, fMP4, AAC and FLAC decoders, the sink)
+GSTREAMER_ELEMENTS = (
+    "souphttpsrc", "hlsdemux", "hlsdemux2", "qtdemux", "aacparse", "avdec_aac",
+    "flacparse", "flacdec", "audioconvert", "audioresample", "filesink",
+)  # fmt: skip
 BROWSERS = ("hls.js", "shaka", "video.js")
 CLIENTS = (*GSTREAMER, "ffmpeg", *BROWSERS)
 REAL_TIME = {*GSTREAMER, *BROWSERS}
@@ -394,10 +399,11 @@ def run_matrix(
             cell.errors.append(f"{type(exc).__name__}: {exc}")
 
     live = [c for c in todo if c.client in GSTREAMER]
-    if live:
-        # GStreamer builds its plugin registry on its first run on a machine
-        # (0.4 s here, more from a cold disk): paid now, not in a cell's stall.
-        subprocess.run(["gst-inspect-1.0", "hlsdemux"], capture_output=True, timeout=120)
+    # GStreamer builds its plugin registry on its first run on a machine (0.4 s
+    # here), and each plugin's libraries come from disk on first use (more on
+    # a cold disk): paid now, not in the first row's stall.
+    for element in GSTREAMER_ELEMENTS if live else ():
+        subprocess.run(["gst-inspect-1.0", element], capture_output=True, timeout=120)
     with ThreadPoolExecutor(max(1, len(clients))) as pool:
         for row, *_ in ROWS:
             list(pool.map(run, [c for c in live if c.row == row]))
