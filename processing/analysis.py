@@ -32,6 +32,7 @@ MAX_CORRECTION_DB = 4.0
 MAX_GAIN_DB = 24.0
 LIMITER_PASSES = 4
 LOUDNESS_TOLERANCE_LU = 0.1
+PEAK_HEADROOM_DB = 3.0  # see analyze
 DECIMATION = 16  # the limiter passes work on 16-sample power sums and peak maxima
 
 
@@ -136,15 +137,32 @@ def _shaped(
     preset: chain.Preset,
     corrective: tuple[Biquad, ...],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """K-weighted power and estimated true peak of one excerpt after EQ and compression.
+    """One excerpt after EQ and compression (its lead-in cut), and its K-weighted power.
 
-    Both scale with the gain that follows, so they are computed once. Two of
-    the four interpolated phases give the estimate (the render uses all four).
+    Power and peaks scale with the gain that follows, so they are computed once.
     """
     audio, lead = part
     shaped = chain.pre_gain(audio, rate, preset, corrective, in_place=True)[lead:]
-    peak = dsp.true_peak_envelope(shaped, phases=(1, 2))
-    return _k_power(shaped, rate), _decimate(peak, "max")
+    return shaped, _k_power(shaped, rate)
+
+
+def _peaks(shaped: np.ndarray, above: float) -> np.ndarray:
+    """Estimated true peak of an excerpt, decimated, exact wherever it exceeds `above`.
+
+    Two of the four interpolated phases give the estimate (the render uses all four).
+    """
+    return _decimate(dsp.true_peak_envelope(shaped, above=above, phases=(1, 2)), "max")
+
+
+def _above(limiter: dsp.Limiter, gain_db: float) -> float:
+    """A level under which no peak can reach the limiter's ceiling at `gain_db` or less.
+
+    Where the estimate stays under it the limiter needs no gain reduction,
+    so those peaks need not be interpolated: the gain curves are the same
+    as from peaks interpolated everywhere (1 % margin for rounding).
+    """
+    ceiling = dsp.db_to_gain(limiter.ceiling_db - limiter.margin_db)
+    return 0.99 * ceiling / dsp.db_to_gain(gain_db)
 
 
 def analyze(source: Samples, preset_name: str) -> Analysis:
@@ -160,16 +178,25 @@ def analyze(source: Samples, preset_name: str) -> Analysis:
         partial(_shaped, rate=rate, preset=preset, corrective=corrective), parts
     )
     del parts
-    powers = [power for power, _ in measured]
-    peaks = [peak for _, peak in measured]
+    shaped = [audio for audio, _ in measured]
+    powers = [power for _, power in measured]
+    del measured
     # The limiter's gain curve varies slowly enough to be applied to the
     # K-weighted power directly, and at a 16th of the rate.
     rate_d = rate / DECIMATION
     gain_db = preset.target_lufs - _gated(powers, [None] * len(powers), rate_d)
     gain_db = float(np.clip(gain_db, -MAX_GAIN_DB, MAX_GAIN_DB))
+    # Peaks are interpolated only where they could reach the ceiling at a
+    # gain up to PEAK_HEADROOM_DB above this one (a third to a half of the
+    # excerpts of loud material); past it, everywhere.
+    bound = gain_db + PEAK_HEADROOM_DB
+    peaks = parallel_map(partial(_peaks, above=_above(preset.limiter, bound)), shaped)
     # The limiter takes loudness away, more as the gain grows: compensate
     # until within tolerance (peaky material needs a few passes).
     for _ in range(LIMITER_PASSES):
+        if gain_db > bound:
+            peaks = parallel_map(partial(_peaks, above=0.0), shaped)
+            bound = MAX_GAIN_DB
         scale = dsp.db_to_gain(gain_db)
         curves = [dsp.limiter_gain(p * scale, rate_d, preset.limiter) for p in peaks]
         scaled = [k * scale**2 for k in powers]

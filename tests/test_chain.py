@@ -87,6 +87,48 @@ def test_true_peaks_interpolated_only_where_they_can_cross_agree_with_the_exact_
         assert (fast[~crossing] <= above).all()
 
 
+@pytest.mark.parametrize("preset", ["punchy", "adaptive"])
+def test_the_analysis_interpolates_peaks_only_where_the_limiter_could_act(
+    preset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import soundfile as sf
+
+    from processing import analysis
+
+    # Program with bursts of a quarter-rate tone whose samples sit 3 dB under
+    # its true peak, longer than a full read (so measured on excerpts).
+    audio = synth_program(90.0, seed=7)
+    n = np.arange(len(audio))
+    burst = (n // 2000) % 7 == 0
+    audio[burst] = (0.5 * np.sin(np.pi / 2 * n[burst] + np.pi / 4))[:, None]
+    limiter = chain.PRESETS[preset].limiter
+    rate_d = RATE / analysis.DECIMATION
+    # The gain curves from peaks skipped under the bound are those from exact
+    # peaks, at every gain up to the bound, also where the limiter works hard.
+    part = chain.pre_gain(audio, RATE, chain.PRESETS[preset], ())
+    exact = analysis._peaks(part, 0.0)
+    reaches = 20 * np.log10(dsp.db_to_gain(limiter.ceiling_db) / exact.max())  # dB
+    for bound in (reaches + 3.0, reaches + 6.0, reaches + 12.0):
+        fast = analysis._peaks(part, analysis._above(limiter, bound))
+        for gain_db in (bound - 3.0, bound):
+            scale = dsp.db_to_gain(gain_db)
+            curve = dsp.limiter_gain(exact * scale, rate_d, limiter)
+            assert curve.min() < 1.0  # the limiter acts
+            assert np.array_equal(dsp.limiter_gain(fast * scale, rate_d, limiter), curve)
+    # And the whole analysis is the same with every peak interpolated (100 dB
+    # of headroom), with the bound crossed at the first pass (0 dB: peaks
+    # made again, exactly) and with the default.
+    src = tmp_path / "peaky.wav"
+    sf.write(src, audio, RATE, subtype="FLOAT")
+    source = AudioSource(src, tmp_path / "scratch", "peaky")
+    found = {}
+    for headroom in (100.0, 0.0, analysis.PEAK_HEADROOM_DB):
+        monkeypatch.setattr(analysis, "PEAK_HEADROOM_DB", headroom)
+        found[headroom] = analyze(source, preset)
+    print(preset, {h: a.params.gain_db for h, a in found.items()})
+    assert len(set(found.values())) == 1
+
+
 def program_material() -> list[tuple[str, np.ndarray]]:
     items = [
         ("synth-quiet", synth_program(40.0, seed=5) * 0.1),
