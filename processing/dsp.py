@@ -49,7 +49,7 @@ _TP_PHASES = np.array(
 
 
 _TP_PHASES_F32 = _TP_PHASES.astype(np.float32)
-_TP_BLOCK = 16  # the limiter's control step: true peaks are needed per block
+TP_BLOCK = 16  # the limiter's control step: true peaks are needed per block
 TP_OVERSHOOT_BOUND = float(np.abs(_TP_PHASES).sum(axis=1).max())  # 2.02 (6.1 dB)
 
 
@@ -99,7 +99,7 @@ def biquad_sos(band: Biquad, rate: int) -> np.ndarray:
     )
 
 
-def _blocks(n: int) -> list[tuple[int, int]]:
+def blocks(n: int) -> list[tuple[int, int]]:
     return [(a, min(a + STREAM_BLOCK, n)) for a in range(0, n, STREAM_BLOCK)]
 
 
@@ -120,12 +120,12 @@ def equalize(
         # (a quarter faster, and no transposed copies).
         sos_c = sos.astype(np.complex64)
         state_c = np.zeros((len(sos), 2), dtype=np.complex64)
-        for a, b in _blocks(len(audio)):
+        for a, b in blocks(len(audio)):
             filtered, state_c = sosfilt(sos_c, audio[a:b].view(np.complex64)[:, 0], zi=state_c)
             out[a:b] = filtered.view(np.float32).reshape(-1, 2)
         return out
     state = np.zeros((len(sos), 2, audio.shape[1]), dtype=np.float32)
-    for a, b in _blocks(len(audio)):
+    for a, b in blocks(len(audio)):
         out[a:b], state = sosfilt(sos, audio[a:b], axis=0, zi=state)
     return out
 
@@ -179,7 +179,7 @@ def compress(
     step = CONTROL_DECIMATION
     assert STREAM_BLOCK % step == 0, "blocks must hold whole control intervals"
     energy = np.empty(-(-n // step), dtype=np.float32)
-    for lo, hi in _blocks(n):
+    for lo, hi in blocks(n):
         # Whole intervals as rows of D·channels samples: one dot product each
         # (numpy sums a short last axis ten times slower).
         whole = (hi - lo) // step * step
@@ -211,7 +211,7 @@ def compress(
 def _apply_control(audio: np.ndarray, values: np.ndarray, in_place: bool) -> np.ndarray:
     """audio × the gain curve interpolated from control values at 0, D, 2D, … and n - 1."""
     out = audio if in_place else np.empty_like(audio)
-    for lo, hi in _blocks(len(audio)):
+    for lo, hi in blocks(len(audio)):
         gain = _control_span(values, len(audio), lo, hi)
         for c in range(audio.shape[1]):  # column by column: twice as fast as broadcasting
             np.multiply(audio[lo:hi, c], gain, out=out[lo:hi, c])
@@ -282,8 +282,8 @@ def true_peak_envelope(
             return mags
         # Runs of hot blocks; a gap of one block costs less than a run's 11 extra samples.
         breaks = np.flatnonzero(np.diff(hot) > 2)
-        starts = np.concatenate([hot[:1], hot[breaks + 1]]) * _TP_BLOCK
-        ends = np.minimum(np.concatenate([hot[breaks], hot[-1:]]) * _TP_BLOCK + _TP_BLOCK, n)
+        starts = np.concatenate([hot[:1], hot[breaks + 1]]) * TP_BLOCK
+        ends = np.minimum(np.concatenate([hot[breaks], hot[-1:]]) * TP_BLOCK + TP_BLOCK, n)
     if len(starts) == 1 and starts[0] == 0 and ends[0] == n:
         return np.maximum(mags, _interpolated_peak(audio, phases))
     # The inputs of every run (5 samples before it to 6 after) side by side
@@ -301,10 +301,10 @@ def true_peak_envelope(
 
 
 def _block_reach(mags: np.ndarray) -> np.ndarray:
-    """Per block of `_TP_BLOCK` samples, the largest input of its interpolated values:
+    """Per block of `TP_BLOCK` samples, the largest input of its interpolated values:
     max of mags over the block and 6 samples on each side."""
-    nb = -(-len(mags) // _TP_BLOCK)
-    blocks = np.pad(mags, (0, nb * _TP_BLOCK - len(mags))).reshape(nb, _TP_BLOCK)
+    nb = -(-len(mags) // TP_BLOCK)
+    blocks = np.pad(mags, (0, nb * TP_BLOCK - len(mags))).reshape(nb, TP_BLOCK)
     reach = _max_columns(blocks)
     np.maximum(reach[1:], _max_columns(blocks[:-1, -6:]), out=reach[1:])
     np.maximum(reach[:-1], _max_columns(blocks[1:, :6]), out=reach[:-1])
@@ -385,10 +385,10 @@ def limit(audio: np.ndarray, rate: int, lim: Limiter, in_place: bool = False) ->
     above = db_to_gain(lim.ceiling_db - lim.margin_db)
     ceiling = np.float32(above)
     need = np.ones(-(-n // step), dtype=np.float32)
-    for lo, hi in _blocks(n):
+    for lo, hi in blocks(n):
         # One true-peak block of neighbours on each side: the interpolation
         # and the test of which blocks can exceed `above` need them.
-        a, b = max(lo - _TP_BLOCK, 0), min(hi + _TP_BLOCK, n)
+        a, b = max(lo - TP_BLOCK, 0), min(hi + TP_BLOCK, n)
         peak = true_peak_envelope(audio[a:b], above=above)[lo - a : hi - a]
         # ceiling / x falls as x grows (and rounding keeps that order), so
         # the least need of a block is the one of its largest peak.
@@ -410,7 +410,7 @@ def blend(dry: np.ndarray, wet: np.ndarray, intensity: float) -> np.ndarray:
     if intensity >= 1.0:
         return wet
     weight = np.float32(intensity)
-    for lo, hi in _blocks(len(wet)):
+    for lo, hi in blocks(len(wet)):
         part = wet[lo:hi]
         part -= dry[lo:hi]
         part *= weight
