@@ -151,19 +151,7 @@ def _peaks(shaped: np.ndarray, above: float) -> np.ndarray:
 
     Two of the four interpolated phases give the estimate (the render uses all four).
     """
-    if above <= 0:
-        return _decimate(dsp.true_peak_envelope(shaped, phases=(1, 2)), "max")
-    # Block by block, with one true-peak block of neighbours on each side (as
-    # dsp.limit does): the gathering of hot runs needs index arrays 8 times
-    # the size of what it reads (a cold track's peak PSS rose by up to 23 MB
-    # when it read whole excerpts, measured).
-    n = len(shaped)
-    peak = np.empty(n, dtype=np.float32)
-    for lo, hi in dsp.blocks(n):
-        a, b = max(lo - dsp.TP_BLOCK, 0), min(hi + dsp.TP_BLOCK, n)
-        envelope = dsp.true_peak_envelope(shaped[a:b], above=above, phases=(1, 2))
-        peak[lo:hi] = envelope[lo - a : hi - a]
-    return _decimate(peak, "max")
+    return _decimate(dsp.true_peak_envelope(shaped, above=above, phases=(1, 2)), "max")
 
 
 def _above(limiter: dsp.Limiter, gain_db: float) -> float:
@@ -199,8 +187,7 @@ def analyze(source: Samples, preset_name: str) -> Analysis:
     gain_db = preset.target_lufs - _gated(powers, [None] * len(powers), rate_d)
     gain_db = float(np.clip(gain_db, -MAX_GAIN_DB, MAX_GAIN_DB))
     # Peaks are interpolated only where they could reach the ceiling at a
-    # gain up to PEAK_HEADROOM_DB above this one (a third to a half of the
-    # excerpts of loud material); past it, everywhere.
+    # gain up to PEAK_HEADROOM_DB above this one; past it, everywhere.
     bound = gain_db + PEAK_HEADROOM_DB
     peaks = parallel_map(partial(_peaks, above=_above(preset.limiter, bound)), shaped)
     # The limiter takes loudness away, more as the gain grows: compensate
