@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from hls import fmp4
-from hls.preemption import Preempted, requested
+from hls.preemption import Preempted, requested, requested_between_units
 from hls.streams import PreparedSource, QueueRef, SourceRef, StreamSpec, plan_for
 from processing import chain
 from processing.analysis import ANALYSIS_VERSION, Analysis, analyze, corrective_eq, spectral_tilt
@@ -232,7 +232,8 @@ def produce_units(
     ready before a unit's lock is taken: a thread never holds two cache
     locks. When the server asks the job to stop (`hls.preemption`), it
     raises Preempted with what it made, before the next unit or within a
-    block of the current one (whose segments not yet stored are dropped).
+    block of the current one (whose segments not yet stored are dropped);
+    asked to stop after its unit, once it has made one.
     listener: someone waits for these units (`UnitEncoder`).
     """
     cache = DiskCache(Path(spec.cache_dir))
@@ -262,6 +263,8 @@ def produce_units(
             if number:
                 encoder = UnitEncoder(plan, RENDITIONS[rendition], run, source.channels, listener)
             for unit in run:
+                if made and requested_between_units():  # a listener's unit is done
+                    raise EncodeStopped(f"stopped before segment {unit[0]}")
                 _chains_ready(renderer, unit)
                 with cache.lock(*keys[unit[0]]):
                     found = _cached_sizes(cache, {i: keys[i] for i in unit})

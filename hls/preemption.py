@@ -14,6 +14,12 @@ raised its flag it stops: its ffmpeg is killed, the units it finished stay
 in the cache, and `Preempted` tells the server what it made. The unit it was
 encoding is made again later, with the same bytes.
 
+A background run that a listener waits for (one at the live edge asked for
+the unit in progress) is asked to stop after that unit instead
+(`AFTER_UNIT`, `requested_between_units`): the listener gets its segment,
+and another track's listener waits for one unit, not for the whole run
+(seconds of encoding under load).
+
 This module imports no numpy: the server process imports it too.
 """
 
@@ -22,6 +28,9 @@ from __future__ import annotations
 import multiprocessing.context
 from collections.abc import Callable, MutableSequence
 from typing import Any
+
+NOW = 1  # a stop flag's values: stop at once
+AFTER_UNIT = 2  # finish the unit in progress (a listener waits for it), then stop
 
 _flags: MutableSequence[int] | None = None  # this worker's view of the server's flags
 _slot: int | None = None  # the slot of the job running in this worker
@@ -59,5 +68,10 @@ def run_in_slot(slot: int, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def requested() -> bool:
-    """Whether the server asks the job running in this worker to stop."""
+    """Whether the server asks the job running in this worker to stop at once."""
+    return _flags is not None and _slot is not None and _flags[_slot] == NOW
+
+
+def requested_between_units() -> bool:
+    """Whether the server asks the job running in this worker to stop before its next unit."""
     return _flags is not None and _slot is not None and _flags[_slot] != 0

@@ -6,8 +6,9 @@
 - A caller that goes away does not cancel work others wait for; work nobody
   waits for any more is dropped unless it has started.
 - Background work gives its worker up when a listener's work waits for one
-  (`hls.preemption`): its callers get Preempted, and may wait for
-  `listeners_served` before they queue the rest again.
+  (`hls.preemption`): at once, or after the unit in progress when a
+  listener waits for that run too; its callers get Preempted, and may wait
+  for `listeners_served` before they queue the rest again.
 
 This module knows jobs only as functions and keys; what they make is
 `hls.production`'s business.
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hls.errors import Overloaded
-from hls.preemption import new_flags, run_in_slot
+from hls.preemption import AFTER_UNIT, NOW, new_flags, run_in_slot
 from hls.workers import init_worker, run_job
 
 ON_DEMAND = 0
@@ -49,6 +50,7 @@ class _Job:
     fn: Callable[..., Any] = field(compare=False)
     args: tuple = field(compare=False)
     future: asyncio.Future = field(compare=False)
+    background: bool = field(compare=False)  # queued first as background work (a lane's run)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -131,7 +133,7 @@ class WorkQueue:
             if priority <= ON_DEMAND and len(self._queued_on_demand) >= self.max_pending:
                 raise Overloaded(f"{len(self._queued_on_demand)} requests are waiting for work")
             future = asyncio.get_running_loop().create_future()
-            job = _Job(priority, next(self._sequence), keys, fn, args, future)
+            job = _Job(priority, next(self._sequence), keys, fn, args, future, priority > ON_DEMAND)
             for key in keys:
                 self._inflight[key] = job
             future.add_done_callback(lambda _f: self._forget(keys))
@@ -204,22 +206,25 @@ class WorkQueue:
 
     def _preempt(self) -> None:
         """Stop background jobs so that every listener's job waiting in the queue has a
-        worker: the most recent first (they have done the least), none that a
-        listener waits for."""
+        worker: those nobody waits for at once, the most recent first (they have
+        done the least); those a listener waits for too after their unit in progress."""
         idle = self.workers - len(self._by_slot)
         stopping = sum(1 for slot in self._by_slot if self._stop_flags[slot])
         short = len(self._queued_on_demand) - idle - stopping
         candidates = [
             slot
             for slot, job in self._by_slot.items()
-            if job.priority > ON_DEMAND
-            and job.future not in self._wanted
-            and not self._stop_flags[slot]
+            if job.background and not self._stop_flags[slot]
         ]
-        for slot in sorted(candidates, key=lambda s: self._by_slot[s].sequence, reverse=True)[
-            : max(short, 0)
-        ]:
-            self._stop_flags[slot] = 1
+
+        def order(slot: int) -> tuple[bool, int]:
+            job = self._by_slot[slot]
+            return job.future in self._wanted, -job.sequence
+
+        for slot in sorted(candidates, key=order)[: max(short, 0)]:
+            self._stop_flags[slot] = (
+                AFTER_UNIT if self._by_slot[slot].future in self._wanted else NOW
+            )
             self.preempted += 1
 
     def _want(self, future: asyncio.Future) -> None:

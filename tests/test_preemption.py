@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hls.package import package
@@ -47,5 +48,40 @@ def test_a_new_track_starts_at_once_while_another_is_produced_in_the_background(
         for segment in segments:
             served = server.get(f"{a}/{segment.uri}")[2]
             assert served == (tmp_path / "package" / "aac" / segment.uri).read_bytes(), segment
+    finally:
+        server.stop()
+
+
+def test_a_run_a_listener_waits_for_stops_after_its_unit_for_another_track(
+    tmp_path: Path,
+) -> None:
+    # One worker runs A's first background run, units [1], [2, 3], [4, 5]
+    # (130 s of audio), and a listener at A's live edge waits for segment 2.
+    # B's first listener then waits for A's unit in progress only, not for
+    # the whole run: when B is answered, A has made its segments 0-3 at most,
+    # and A's listener has its segment. (Waiting for the whole run, as when a
+    # run a listener waited for was never stopped, is how a cold segment 1
+    # came 3 s late in the load test.)
+    lib = tmp_path / "lib"
+    put_track(lib, "drascula-track2.ogg", 198.0)
+    put_track(lib, "wesnoth-battle-epic.ogg", 74.0)
+    server = start_server("--workers", "1", cache_dir=tmp_path / "cache", library=lib)
+    try:
+        a_id = server.track_id("drascula")
+        a, b = (f"/hls/{a_id}/punchy/1.00", f"/hls/{server.track_id('battle')}/punchy/1.00")
+        assert server.get(f"{a}/aac/index.m3u8")[0] == 200  # segment 0; A's background starts
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(server.get, f"{a}/aac/2.m4s")
+            time.sleep(0.1)  # asked while A's run is in its first or second unit
+            assert server.get(f"{b}/aac/index.m3u8")[0] == 200
+            done = server.json(f"/api/status/{a_id}/punchy/1.00")["renditions"]["aac"]["done"]
+            assert waiting.result()[0] == 200
+        preemptions = float(
+            re.search(r"^hls_origin_preemptions (\S+)$", server.get("/metrics")[2].decode(), re.M)[
+                1
+            ]
+        )
+        print(f"A's segments made when B's first is answered: {done}")
+        assert preemptions >= 1 and done <= 4, (preemptions, done)
     finally:
         server.stop()
