@@ -352,7 +352,9 @@ def test_the_web_player_plays_a_queue_across_a_join_and_shows_each_track(
         titles = [c["title"] for c in state["changes"]]
         assert titles == ["mono48", "loud"], state
         changed = state["changes"][1]["at"]
-        assert 0.0 <= changed - join <= 0.5, (changed, join)
+        # The page names a track from 10 ms before its marker (START-DATE carries
+        # milliseconds), and a timeupdate may fall in those 10 ms.
+        assert -0.011 <= changed - join <= 0.5, (changed, join)
         # Skip back to the first track's start from the queue's list.
         page.click("#queue li:nth-child(1)")
         page.wait_for_function(
