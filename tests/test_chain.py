@@ -22,9 +22,15 @@ ENHANCING = [p for p in chain.PRESET_NAMES if p != "original"]
 
 
 def reference_true_peak_db(audio: np.ndarray) -> float:
-    """An independent measure: 4x polyphase resampling (scipy's Kaiser FIR), max |x|."""
-    up = resample_poly(audio.astype(np.float64), 4, 1, axis=0)
-    return float(20 * np.log10(max(np.abs(up).max(), np.abs(audio).max())))
+    """An independent measure: 4x polyphase resampling (scipy's Kaiser FIR), max |x|.
+
+    Channel by channel, each contiguous: resampling along axis 0 of an
+    interleaved array gives the same peaks 2.6x slower."""
+    peak = float(np.abs(audio).max())
+    for channel in np.atleast_2d(audio.T):
+        up = resample_poly(np.ascontiguousarray(channel, dtype=np.float64), 4, 1)
+        peak = max(peak, float(np.abs(up).max()))
+    return 20 * np.log10(peak)
 
 
 def load(name: str) -> np.ndarray:
