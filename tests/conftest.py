@@ -55,6 +55,21 @@ def put_track(library: Path, name: str, seconds: float = 74.0) -> Path:
     return target
 
 
+def put_excerpt(library: Path, name: str, seconds: float) -> Path:
+    """The first `seconds` of a real track as FLAC in `library`, or a synthesized one."""
+    library.mkdir(parents=True, exist_ok=True)
+    target = library / (Path(name).stem + ".flac")
+    real = music_file(name)
+    if real is None:
+        audio, rate = synth_program(seconds), 44100
+    else:
+        with sf.SoundFile(str(real)) as f:
+            rate = f.samplerate
+            audio = f.read(round(seconds * rate), dtype="float32")
+    sf.write(target, audio, rate, subtype="PCM_24")
+    return target
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -8,13 +8,14 @@ import signal
 import time
 from pathlib import Path
 
-from tests.conftest import Server, kill_tree, process_tree, put_track, start_server
+from tests.conftest import Server, kill_tree, process_tree, put_excerpt, put_track, start_server
+from tests.edge import metric
 from tests.helpers import parse_playlist
 
 
 def test_kill_9_during_production_never_leaves_a_bad_segment(tmp_path: Path) -> None:
     lib = tmp_path / "lib"
-    put_track(lib, "drascula-track2.ogg", 198.0)
+    put_excerpt(lib, "drascula-track2.ogg", 80.0)  # 16 segments a rendition
     cache = tmp_path / "cache"
     rng = random.Random(7)
     for _ in range(4):
@@ -34,6 +35,7 @@ def test_kill_9_during_production_never_leaves_a_bad_segment(tmp_path: Path) -> 
             for i in range(count):
                 status, _, body = survivor.get(f"{base}/{i}.m4s")
                 assert status == 200 and body == clean.get(f"{base}/{i}.m4s")[2], (rendition, i)
+        print("segments the survivor made:", metric(survivor, "hls_origin_segments_produced"))
     finally:
         survivor.stop()
         clean.stop()
