@@ -82,11 +82,14 @@ def check(
     boundaries: list[int],
     bitrate: int,
     lead: int = 1024,
+    continuous: np.ndarray | None = None,
 ) -> SeamReport:
-    """Compare a segmented stream with a continuous encode at every boundary."""
+    """Compare a segmented stream with a continuous encode at every boundary
+    (`continuous`: that encode, if made already)."""
     channels = reference.shape[1]
     decoded = decode(stream, channels)
-    continuous = continuous_encode(reference, rate, bitrate)
+    if continuous is None:
+        continuous = continuous_encode(reference, rate, bitrate)
     # Leads are measured against the continuous encode, whose lead is the
     # encoder's fixed priming (1024 samples): same codec, so a sharp peak.
     span = min(rate, len(reference) // 4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from processing.decode import AudioSource
 from processing.encode import RENDITIONS
 from processing.plan import plan_segments
 from tests.conftest import MUSIC
-from tests.seams import SeamReport, check
+from tests.seams import SeamReport, check, continuous_encode
 
 RATE = 44100
 # The end of the first full 30 s segment (after the 1 and 10 s ramp), about 41 s in.
@@ -26,6 +27,10 @@ def write_stream(
 ) -> tuple[np.ndarray, list[int]]:
     """Package every segment of `src` into out/{rendition}/; return reference, boundaries."""
     package(src, out, preset, "1.00", [rendition], progress=False)
+    return reference_and_boundaries(src, out)
+
+
+def reference_and_boundaries(src: Path, out: Path) -> tuple[np.ndarray, list[int]]:
     source = AudioSource(src, out / "scratch", "ref")
     reference = source.read(0, source.length)
     plan = plan_segments(len(reference), RATE, 30.0)
@@ -33,9 +38,17 @@ def write_stream(
 
 
 def seam_report(src: Path, out: Path, rendition: str = "aac") -> SeamReport:
-    reference, boundaries = write_stream(src, out, rendition)
+    """Package every segment of `src` into out/{rendition}/ and check its seams. The
+    continuous encode to compare with runs meanwhile (ffmpeg: the other core)."""
+    reference, boundaries = reference_and_boundaries(src, out)
     bitrate = RENDITIONS[rendition].nominal_bitrate(reference.shape[1])  # what the stream used
-    report = check(out / rendition / "index.m3u8", reference, RATE, boundaries, bitrate)
+    with ThreadPoolExecutor(1) as pool:
+        continuous = pool.submit(continuous_encode, reference, RATE, bitrate)
+        package(src, out, "original", "1.00", [rendition], progress=False)
+        report = check(
+            out / rendition / "index.m3u8", reference, RATE, boundaries, bitrate,
+            continuous=continuous.result(),
+        )  # fmt: skip
     print(f"{src.name} {rendition}: {report}")
     return report
 
