@@ -599,7 +599,10 @@ async def _catalog(settings: Settings, production: Production) -> Catalog:
     library = settings.library
     if library is None:
         demo = settings.resolved_cache_dir / "demo-library"
-        library = Path(await production.work.call("demo_library", str(demo)))
+        folder, missing = await production.work.call("demo_library", str(demo))
+        make = (production.work.call("demo_track", str(demo), index) for index in missing)
+        await asyncio.gather(*make)  # a track per worker at once
+        library = Path(folder)
     if not library.is_dir():
         raise SystemExit(f"library {library} is not a directory")
     catalog = Catalog(library, settings.secret)

@@ -42,7 +42,7 @@ from processing.threads import parallel_map
 from processing.timeline import Timeline, TrackChains
 from storage.cache import DiskCache
 from storage.catalog import Catalog, Track
-from storage.demo import ensure_demo_library
+from storage.demo import demo_folder, make_demo_track, missing_demo_tracks
 
 RENDERERS_PER_WORKER = 2
 
@@ -128,8 +128,14 @@ def scan_library(root: str, secret: str) -> list[Track]:
     return Catalog(Path(root), secret).scan()
 
 
-def demo_library(directory: str) -> str:
-    return str(ensure_demo_library(Path(directory)))
+def demo_library(directory: str) -> tuple[str, list[int]]:
+    """The demo library's folder under `directory`, and which of its tracks are
+    still to be made (by demo_track, one per worker at once)."""
+    return str(demo_folder(Path(directory))), missing_demo_tracks(Path(directory))
+
+
+def demo_track(directory: str, index: int) -> None:
+    make_demo_track(Path(directory), index)
 
 
 def open_source(ref: SourceRef | QueueRef, cache_dir: str) -> AudioSource | Timeline:

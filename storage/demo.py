@@ -59,20 +59,29 @@ def synthesize(seconds: float, bpm: float, root: float, seed: int) -> np.ndarray
     return (out / max(1.0, np.abs(out).max() / 0.9)).astype(np.float32)
 
 
-def ensure_demo_library(directory: Path) -> Path:
-    """Create the demo tracks in `directory` if missing; returns the directory."""
-    target = directory / f"v{DEMO_VERSION}"
-    target.mkdir(parents=True, exist_ok=True)
-    for seed, (name, seconds, bpm, root) in enumerate(TRACKS):
-        path = target / name
-        if path.exists():
-            continue
-        audio = synthesize(seconds, bpm, root, seed)
-        fd, tmp = tempfile.mkstemp(dir=target, suffix=".flac.part")
-        os.close(fd)
-        try:
-            sf.write(tmp, audio, RATE, subtype="PCM_16", format="FLAC")
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    return target
+def demo_folder(directory: Path) -> Path:
+    return directory / f"v{DEMO_VERSION}"
+
+
+def missing_demo_tracks(directory: Path) -> list[int]:
+    """The indexes in TRACKS of the demo tracks not made yet in `directory`."""
+    folder = demo_folder(directory)
+    return [i for i, (name, *_) in enumerate(TRACKS) if not (folder / name).exists()]
+
+
+def make_demo_track(directory: Path, index: int) -> Path:
+    """Synthesize demo track `index` into `directory` (atomically); returns its path.
+    Each track is made on its own, so several processes can make them at once."""
+    folder = demo_folder(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    name, seconds, bpm, root = TRACKS[index]
+    path = folder / name
+    audio = synthesize(seconds, bpm, root, index)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".flac.part")
+    os.close(fd)
+    try:
+        sf.write(tmp, audio, RATE, subtype="PCM_16", format="FLAC")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
