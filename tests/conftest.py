@@ -57,15 +57,14 @@ def put_track(library: Path, name: str, seconds: float = 74.0) -> Path:
 
 def put_excerpt(library: Path, name: str, seconds: float) -> Path:
     """The first `seconds` of a real track as FLAC in `library`, or a synthesized one."""
-    library.mkdir(parents=True, exist_ok=True)
-    target = library / (Path(name).stem + ".flac")
     real = music_file(name)
     if real is None:
-        audio, rate = synth_program(seconds), 44100
-    else:
-        with sf.SoundFile(str(real)) as f:
-            rate = f.samplerate
-            audio = f.read(round(seconds * rate), dtype="float32")
+        return put_track(library, name, seconds)
+    library.mkdir(parents=True, exist_ok=True)
+    with sf.SoundFile(str(real)) as f:
+        rate = f.samplerate
+        audio = f.read(round(seconds * rate), dtype="float32")
+    target = library / (Path(name).stem + ".flac")
     sf.write(target, audio, rate, subtype="PCM_24")
     return target
 
