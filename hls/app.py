@@ -349,7 +349,7 @@ async def live_playlist(
             raise BadParameter(
                 f"_HLS_msn={msn} is more than two past the last segment ({listed - 1})"
             )
-        # A player is waiting for these: they jump ahead of background work.
+        # A player will want these soon: they go before background work.
         for index in range(state.listed, min(msn + 1, len(state.plan))):
             production.request_soon(state, index)
         hold = min(settings.blocking_reload_seconds, 3 * playlist.target_duration(state.plan))

@@ -23,7 +23,15 @@ from hls.lanes import Lanes
 from hls.preemption import Preempted
 from hls.streams import PreparedSource, QueueRef, SourceRef, StreamSpec
 from hls.workers import run_job
-from hls.workqueue import BACKGROUND, MAX_PENDING, ON_DEMAND, PREPARE, WorkQueue, consume_exception
+from hls.workqueue import (
+    BACKGROUND,
+    MAX_PENDING,
+    ON_DEMAND,
+    PREPARE,
+    SOON,
+    WorkQueue,
+    consume_exception,
+)
 from processing.plan import SegmentPlan
 from processing.renditions import RENDITIONS
 from storage.cache import DiskCache
@@ -302,9 +310,10 @@ class Production:
         production.result()
 
     def request_soon(self, state: StreamState, index: int) -> None:
-        """Produce a segment at on-demand priority without waiting for it."""
+        """Produce a segment soon (SOON: before background work, which it stops only
+        between units), without waiting for it."""
         if index not in state.done:
-            task = asyncio.create_task(self.segment(state, index, ON_DEMAND))
+            task = asyncio.create_task(self.segment(state, index, SOON))
             task.add_done_callback(consume_exception)
 
     def ensure_background(self, state: StreamState) -> None:

@@ -1,7 +1,8 @@
 """The worker pool and the priority queue in front of it.
 
 - One dispatcher per worker takes the most urgent job: work a listener waits
-  for (priority ON_DEMAND) goes before background work (BACKGROUND).
+  for (priority ON_DEMAND) goes first, then work one will want soon (SOON),
+  then background work (BACKGROUND).
 - Single flight: concurrent callers of the same work share one job.
 - A caller that goes away does not cancel work others wait for; work nobody
   waits for any more is dropped unless it has started.
@@ -33,6 +34,13 @@ from hls.workers import init_worker, run_job
 
 ON_DEMAND = 0
 PREPARE = 0
+# Work a listener will want but does not wait for yet (the segments a blocking
+# reload waits to see listed): it takes the next free worker before background
+# work and, with none free, stops a lane's run after its unit in progress.
+# Stopping the run at once, as for a listener, threw away the part of a unit
+# made so far: 1.5 s of a worker's 9 s on a 5-minute track whose client
+# reloads as hls.js does (benchmarks/corpus.py, orchestral).
+SOON = 5
 BACKGROUND = 10
 MAX_PENDING = 32  # on-demand jobs waiting for a worker before new ones get 503
 # A preempted lane resumes once no listener's work has waited for a worker this
@@ -74,6 +82,8 @@ class WorkQueue:
         self._running: set[Hashable] = set()
         self._by_slot: dict[int, _Job] = {}  # the job each busy dispatcher runs
         self._queued_on_demand: set[asyncio.Future] = set()
+        self._queued_soon: set[asyncio.Future] = set()  # SOON jobs waiting for a worker
+        self._soon_stops: set[int] = set()  # slots asked to stop after their unit for them
         self._wanted: set[asyncio.Future] = set()  # jobs a listener waits for
         self._calm = asyncio.Event()  # set while no listener's job waits for a worker
         self._calm.set()
@@ -147,6 +157,9 @@ class WorkQueue:
             if not self._running.intersection(job.keys):
                 self._queued_for_listener(future)
                 self._preempt()
+        elif priority < BACKGROUND and not self._running.intersection(job.keys):
+            self._queued_soon_add(future)
+            self._preempt()
         self._waiters[future] = self._waiters.get(future, 0) + 1
         try:
             return await asyncio.shield(future)
@@ -185,7 +198,9 @@ class WorkQueue:
                 continue  # the same work queued again at another priority, or dropped
             self._running.update(keys)
             self._started_on_demand(future)
+            self._queued_soon.discard(future)
             self._stop_flags[slot] = 0
+            self._soon_stops.discard(slot)
             self._by_slot[slot] = job
             try:
                 result = await loop.run_in_executor(self._pool, run_in_slot, slot, fn, *args)
@@ -207,14 +222,17 @@ class WorkQueue:
     def _preempt(self) -> None:
         """Stop background jobs so that every listener's job waiting in the queue has a
         worker: those nobody waits for at once, the most recent first (they have
-        done the least); those a listener waits for too after their unit in progress."""
+        done the least); those a listener waits for too after their unit in progress.
+        Then lanes' runs for SOON jobs still without one, each after its unit in
+        progress: nothing made so far is thrown away for work nobody waits for yet."""
         idle = self.workers - len(self._by_slot)
-        stopping = sum(1 for slot in self._by_slot if self._stop_flags[slot])
-        short = len(self._queued_on_demand) - idle - stopping
-        candidates = [
+        flagged = {slot for slot in self._by_slot if self._stop_flags[slot]}
+        for_listeners = flagged - self._soon_stops
+        short = len(self._queued_on_demand) - idle - len(for_listeners)
+        candidates = [  # a stop for SOON work may become one for a listener
             slot
             for slot, job in self._by_slot.items()
-            if job.background and not self._stop_flags[slot]
+            if job.background and slot not in for_listeners
         ]
 
         def order(slot: int) -> tuple[bool, int]:
@@ -222,9 +240,22 @@ class WorkQueue:
             return job.future in self._wanted, -job.sequence
 
         for slot in sorted(candidates, key=order)[: max(short, 0)]:
-            self._stop_flags[slot] = (
-                AFTER_UNIT if self._by_slot[slot].future in self._wanted else NOW
-            )
+            wanted = self._by_slot[slot].future in self._wanted
+            self._stop_flags[slot] = AFTER_UNIT if wanted else NOW
+            if slot in self._soon_stops:
+                self._soon_stops.discard(slot)  # asked already: now for a listener
+            else:
+                self.preempted += 1
+        flagged = {slot for slot in self._by_slot if self._stop_flags[slot]}
+        short = len(self._queued_on_demand) + len(self._queued_soon) - idle - len(flagged)
+        runs = [
+            slot
+            for slot, job in self._by_slot.items()
+            if job.priority >= BACKGROUND and slot not in flagged
+        ]
+        for slot in sorted(runs, key=order)[: max(short, 0)]:
+            self._stop_flags[slot] = AFTER_UNIT
+            self._soon_stops.add(slot)
             self.preempted += 1
 
     def _want(self, future: asyncio.Future) -> None:
@@ -239,6 +270,12 @@ class WorkQueue:
             self._queued_on_demand.add(future)
             self._calm.clear()
             future.add_done_callback(self._started_on_demand)
+
+    def _queued_soon_add(self, future: asyncio.Future) -> None:
+        """A SOON job waits for a worker."""
+        if future not in self._queued_soon:
+            self._queued_soon.add(future)
+            future.add_done_callback(self._queued_soon.discard)
 
     def _started_on_demand(self, future: asyncio.Future) -> None:
         """A job left the queue (it started, or nobody waits for it any more)."""
