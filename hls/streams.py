@@ -73,7 +73,7 @@ class StreamSpec:
     @property
     def settings_tag(self) -> str:
         """Names the settings in cache paths, so changed settings never reuse old bytes."""
-        return f"s{self.segment_seconds:g}-c{self.context_seconds:g}-o{self.overlap_seconds:g}-p4"
+        return f"s{self.segment_seconds:g}-c{self.context_seconds:g}-o{self.overlap_seconds:g}-p5"
 
     def segment_key(self, rendition: str, index: int) -> tuple[str, ...]:
         return (

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 FLAC_BLOCK_SAMPLES = 4096
 FLAC_BITS = 24
-# AAC segments are encoded two at a time (after the ramp): one ffmpeg start
+# AAC segments are encoded two at a time (after the ramp, before the track's
+# last few: `plan.TAIL_SINGLE_SEGMENTS`): one ffmpeg start
 # (~50 ms of CPU) and one 3 s pre-roll per pair instead of per segment took
 # a 7-minute track from 5.9 to 5.4 s (about 0.06 of the peer's time,
 # benchmarks/peer.py); a cold request for either segment of a pair waits

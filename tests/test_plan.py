@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from processing.plan import FRAME_SAMPLES, plan_segments
+from processing.plan import FRAME_SAMPLES, TAIL_SINGLE_SEGMENTS, plan_segments
 
 
 @pytest.mark.parametrize("rate", [44100, 48000])
@@ -45,12 +45,21 @@ def test_encode_units_tile_the_segments_in_order(length: int) -> None:
     assert plan.encode_units(1) == tuple(range(i, i + 1) for i in range(len(plan)))
 
 
-def test_the_ramp_is_one_unit_then_full_segments_go_in_pairs() -> None:
+def test_the_ramp_is_one_unit_then_full_segments_go_in_pairs_but_the_last_alone() -> None:
     plan = plan_segments(44100 * 420, 44100, 30.0)  # 1, 10 s, then 30 s
+    assert TAIL_SINGLE_SEGMENTS == 4
     assert [(u.start, u.stop) for u in plan.encode_units(2)] == [
-        (0, 1), (1, 2), (2, 4), (4, 6), (6, 8), (8, 10), (10, 12), (12, 14), (14, 16),
+        (0, 1), (1, 2), (2, 4), (4, 6), (6, 8), (8, 10), (10, 12),
+        (12, 13), (13, 14), (14, 15), (15, 16),
     ]  # fmt: skip
     assert plan.unit_of(9, 2) == range(8, 10)
+    assert plan.unit_of(13, 2) == range(13, 14)
+    odd = plan_segments(44100 * 200, 44100, 30.0)  # the pairs end one short of the tail
+    assert [(u.start, u.stop) for u in odd.encode_units(2)] == [
+        (0, 1), (1, 2), (2, 4), (4, 5), (5, 6), (6, 7), (7, 8), (8, 9),
+    ]  # fmt: skip
+    short = plan_segments(44100 * 60, 44100, 30.0)  # all of it past the ramp is tail
+    assert [(u.start, u.stop) for u in short.encode_units(2)] == [(0, 1), (1, 2), (2, 3), (3, 4)]
     with pytest.raises(IndexError):
         plan.unit_of(16, 2)
 
