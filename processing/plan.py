@@ -29,7 +29,8 @@ SECOND_SEGMENT_FRACTION = 1 / 3
 # three pairs and a stub, and one worker idled for 1.5 s of 3.7 while the
 # other made the last pair. Its whole-track ratio went from 0.75-0.77 to
 # 0.63-0.65; tracks whose pairs already shared out well paid 0.01-0.02 (two
-# more pre-rolls and encoder start-ups). Three runs each, benchmarks/corpus.py.
+# more pre-rolls and encoder start-ups). Three alternating runs each, on the
+# sources and peer chains of benchmarks/corpus.py.
 TAIL_SINGLE_SEGMENTS = 4
 
 

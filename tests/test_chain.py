@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pyloudnorm
 import pytest
-from scipy.signal import resample_poly
+from scipy.signal import resample_poly, welch
 
 from processing import chain, dsp, loudness
-from processing.analysis import analyze
+from processing.analysis import PSD_BLOCK, analyze, power_spectrum
 from processing.decode import AudioSource
 from processing.render import render_whole
 from tests.conftest import MUSIC, synth_program
@@ -57,6 +57,17 @@ def test_bs1770_agrees_with_pyloudnorm_on_real_tracks(name: str) -> None:
     ours = loudness.integrated_loudness(audio, RATE)
     theirs = pyloudnorm.Meter(RATE).integrated_loudness(audio.astype(np.float64))
     assert abs(ours - theirs) <= 0.1, (ours, theirs)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_the_long_term_spectrum_has_the_shape_of_scipys_welch(channels: int) -> None:
+    audio = synth_program(4.0, RATE)[:, :channels].astype(np.float32)
+    ours = power_spectrum(audio)
+    assert ours is not None
+    _, theirs = welch(audio.mean(axis=1), fs=RATE, nperseg=PSD_BLOCK, noverlap=0)
+    ratio = ours[1:-1] / theirs[1:-1]  # one scale for all bins (DC and Nyquist differ)
+    assert np.allclose(ratio, ratio[0], rtol=1e-3)
+    assert power_spectrum(audio[: PSD_BLOCK - 1]) is None
 
 
 def test_an_intersample_peak_is_detected() -> None:
