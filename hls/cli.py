@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import logging
 import os
@@ -152,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if args.command == "serve":
+        # `kill -USR1` prints every thread's Python stack to stderr: how a hung
+        # origin is diagnosed without stopping it.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         try:
             settings = from_sources(vars(args), os.environ)
         except ValueError as exc:

@@ -18,6 +18,7 @@ This module knows jobs only as functions and keys; what they make is
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import multiprocessing
@@ -121,7 +122,24 @@ class WorkQueue:
 
     def in_flight(self, key: Hashable) -> bool:
         """Whether some job queued or running does the work named `key`."""
-        return key in self._inflight
+        return self._live(key) is not None
+
+    def _live(self, key: Hashable) -> _Job | None:
+        """The unfinished job doing the work named `key`, if any.
+
+        A job's keys are forgotten by a callback of its future, which runs
+        only once the loop has turned. A caller that came in between (a
+        listener's request, on the loop step that finished a preempted run)
+        must not share the finished job: awaiting a finished future does not
+        yield, so a caller that retries on Preempted spun the event loop
+        forever and the origin stopped answering (seen under load behind
+        nginx, reproduced in `tests/test_workqueue.py`).
+        """
+        job = self._inflight.get(key)
+        if job is not None and job.future.done():
+            self._forget_job(job)
+            return None
+        return job
 
     async def run(
         self, keys: tuple[Hashable, ...], priority: int, fn: Callable[..., Any], *args: Any
@@ -136,9 +154,9 @@ class WorkQueue:
         on-demand work that finds no idle worker stops a background job
         (which raises Preempted to its callers).
         """
-        job = self._inflight.get(keys[0])
+        job = self._live(keys[0])
         if job is None:
-            if any(key in self._inflight for key in keys):
+            if any(self._live(key) is not None for key in keys):
                 raise ValueError("part of this work is in flight in another job")
             if priority <= ON_DEMAND and len(self._queued_on_demand) >= self.max_pending:
                 raise Overloaded(f"{len(self._queued_on_demand)} requests are waiting for work")
@@ -146,7 +164,7 @@ class WorkQueue:
             job = _Job(priority, next(self._sequence), keys, fn, args, future, priority > ON_DEMAND)
             for key in keys:
                 self._inflight[key] = job
-            future.add_done_callback(lambda _f: self._forget(keys))
+            future.add_done_callback(functools.partial(self._forget_job, job))
             future.add_done_callback(consume_exception)
         future = job.future
         # Queued once per caller: at a higher priority it runs sooner, and
@@ -184,9 +202,11 @@ class WorkQueue:
             if self._calm.is_set():
                 return
 
-    def _forget(self, keys: tuple[Hashable, ...]) -> None:
-        for key in keys:
-            self._inflight.pop(key, None)
+    def _forget_job(self, job: _Job, _future: asyncio.Future | None = None) -> None:
+        """Drop a finished job's keys (those a newer job took over stay)."""
+        for key in job.keys:
+            if self._inflight.get(key) is job:
+                del self._inflight[key]
 
     async def _dispatch(self, slot: int) -> None:
         """Run queued jobs one at a time, each watching stop flag `slot`."""

@@ -81,6 +81,16 @@ class Server:
     process: subprocess.Popen
     cache_dir: Path
     library: Path
+    log: Path | None = None  # the server's stdout and stderr
+
+    def diagnose(self) -> str:
+        """The server's Python stacks (it dumps them on SIGUSR1) and its last output."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+        if self.log is None or not self.log.is_file():
+            return "(no log)"
+        return self.log.read_text(errors="replace")[-20000:]
 
     def get(self, path: str, timeout: float = 60.0) -> tuple[int, dict[str, str], bytes]:
         return http_get(self.url + path, timeout)
@@ -210,9 +220,14 @@ def start_server(
             break
         match = re.search(r"listening on (http://\S+?)/?$", line.strip())
         if match:
-            # Keep draining output so the server never blocks on a full pipe.
-            subprocess.Popen(["cat"], stdin=process.stdout, stdout=subprocess.DEVNULL)
-            return Server(match.group(1), process, cache_dir, library or Path())
+            # Keep draining output into a file, so the server never blocks on a
+            # full pipe and a failing test can show what it said.
+            log = cache_dir.parent / f"server-{process.pid}.log"
+            with log.open("w") as sink:
+                sink.writelines(output)
+                sink.flush()
+                subprocess.Popen(["cat"], stdin=process.stdout, stdout=sink)
+            return Server(match.group(1), process, cache_dir, library or Path(), log)
     process.kill()
     raise RuntimeError("server did not start: " + "".join(output))
 

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import time
+import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,11 @@ def start_edge(origins: list[Server], prefix: Path, env: dict[str, str] | None =
 
 
 def metric(server: Server, name: str) -> float:
-    """One unlabelled sample of the origin's /metrics."""
-    _, _, body = server.get("/metrics")
+    """One unlabelled sample of the origin's /metrics (a hung origin's stacks on failure)."""
+    try:
+        _, _, body = server.get("/metrics", timeout=10.0)
+    except (TimeoutError, urllib.error.URLError) as exc:
+        raise AssertionError(f"{server.url}/metrics hung:\n{server.diagnose()}") from exc
     match = re.search(rf"^{name}(?:_total)? (\S+)$", body.decode(), re.M)
     assert match, name
     return float(match[1])

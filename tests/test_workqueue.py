@@ -103,3 +103,24 @@ async def test_soon_work_waits_for_a_free_worker_before_background_work(
     await asyncio.gather(*queued)
     assert order == ["soon", "background"]
     assert queue.preempted == 0
+
+
+async def test_work_asked_for_as_its_job_stops_gets_a_new_job_not_the_stopped_one(
+    queue: WorkQueue,
+) -> None:
+    """A listener asking for a background run's work on the loop step that stopped
+    the run (before the loop turns): it must get a job of its own. Sharing the
+    stopped one raised Preempted without yielding, and the listener's retry spun
+    the event loop forever (an origin under load stopped answering)."""
+    run = asyncio.create_task(queue.run(("run",), BACKGROUND, units_job, 3, UNIT_SECONDS))
+    await started(queue, "run")
+    stopped = queue._inflight["run"].future
+    listener = asyncio.create_task(queue.run(("other",), ON_DEMAND, units_job, 1, 0.05))
+    while not stopped.done():  # each turn of the loop: this step comes right after the
+        await asyncio.sleep(0)  # dispatcher's, before the callbacks of the future it set
+    assert "run" in queue._inflight  # the window: its keys are not forgotten yet
+    # Awaited here, not in a task of its own (a task would start after the callbacks).
+    assert await queue.run(("run",), ON_DEMAND, units_job, 1, 0.05) == 1
+    with pytest.raises(Preempted):
+        await run
+    assert await listener == 1
