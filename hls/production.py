@@ -211,8 +211,11 @@ class Production:
         for _, key in sorted(idle, key=lambda item: item[0])[:excess]:
             del self._streams[key]
 
-    def _unit_key(self, state: StreamState, unit: range) -> Hashable:
-        return ("unit", *state.spec.segment_key(state.rendition, unit[0]))
+    def _unit_key(self, state: StreamState, unit: range, alongside: bool = False) -> Hashable:
+        """The work queue's name for producing `unit`; made alongside a running job
+        that holds it (`Lanes.shared`), the work has a name of its own."""
+        kind = "alongside" if alongside else "unit"
+        return (kind, *state.spec.segment_key(state.rendition, unit[0]))
 
     async def segment(self, state: StreamState, index: int, priority: int = ON_DEMAND) -> int:
         """Make sure one segment is in the cache (producing it if missing); returns its size.
@@ -223,30 +226,33 @@ class Production:
         whose unit was in a background run that stopped for other listeners
         has it made again; background callers get Preempted.
         """
-        path = self.cache.get(*state.spec.segment_key(state.rendition, index))
-        if path is not None:
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                pass  # evicted just now: produce it again
-            else:
-                await self._stored_sizes(state, {index: size})
-                return size
         while True:
+            path = self.cache.get(*state.spec.segment_key(state.rendition, index))
+            if path is not None:
+                try:
+                    size = path.stat().st_size
+                except FileNotFoundError:
+                    pass  # evicted just now: produce it again
+                else:
+                    await self._stored_sizes(state, {index: size})
+                    return size
             try:
                 sizes = await self._produce(state, [state.unit_of(index)], priority)
             except Preempted:
                 if priority > ON_DEMAND:
                     raise
                 continue  # queued again, at the listener's priority: never stopped
-            return int(sizes[index])
+            if index in sizes:
+                return int(sizes[index])
+            # The job stopped at a unit another producer made (a lane alongside it,
+            # or another origin on the cache): it is in the cache.
 
     async def _produce(
-        self, state: StreamState, units: list[range], priority: int
+        self, state: StreamState, units: list[range], priority: int, alongside: bool = False
     ) -> dict[int, int]:
         """Produce `units` (in one job: one ffmpeg, `hls.jobs.produce_units`); the sizes
         of the segments made or found."""
-        keys = tuple(self._unit_key(state, unit) for unit in units)
+        keys = tuple(self._unit_key(state, unit, alongside) for unit in units)
         started = time.monotonic()
         first_caller = not self.work.in_flight(keys[0])  # the one that counts the production
         try:
@@ -348,7 +354,10 @@ class Production:
                 count, last = count + samples(unit), max(stored, last or stored)
             return None if last is None else (count, time.monotonic() - (time.time() - last))
 
-        lanes = Lanes.split(units, self.workers, samples, made)
+        def stored(unit: range) -> bool:
+            return self.cache.get(*state.spec.segment_key(state.rendition, unit[-1])) is not None
+
+        lanes = Lanes.split(units, self.workers, samples, made, stored)
         await asyncio.gather(*(self._lane(state, lanes, lane) for lane in range(self.workers)))
 
     async def _lane(self, state: StreamState, lanes: Lanes, lane: int) -> None:
@@ -361,13 +370,19 @@ class Production:
             if not missing:
                 continue
             # A unit some listener has asked for is already on its way: waited for after.
-            asked = [unit for unit in missing if self.work.in_flight(self._unit_key(state, unit))]
+            # One taken from another lane's running job is made alongside it.
+            alongside = units[0] in lanes.shared
+            asked = [
+                unit
+                for unit in missing
+                if not alongside and self.work.in_flight(self._unit_key(state, unit))
+            ]
             own = [unit for unit in missing if unit not in asked]
             started = time.monotonic()
             lanes.busy[lane] = (missing, started)
             try:
                 if own:
-                    await self._produce(state, own, BACKGROUND)
+                    await self._produce(state, own, BACKGROUND, alongside)
                     lanes.record(lane, own, time.monotonic() - started)  # its own pace only
                 for unit in [*asked, *own]:
                     if any(i not in state.done for i in unit):  # left out by another producer

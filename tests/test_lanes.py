@@ -92,3 +92,33 @@ def test_a_lane_busy_with_its_first_job_is_judged_by_what_it_has_made() -> None:
     blind.busy[0] = (job, 0.18)
     blind.record(1, units(10, 12, 14), 3.25)
     assert blind.take(1, 3.43) == [short]
+
+
+def test_an_idle_lane_shares_a_running_job_from_its_end_never_its_unit_in_progress() -> None:
+    # Nothing is queued; lane 0 runs a job of three units and is in its first.
+    job = units(8, 10, 12)
+    made: set[range] = set()
+    lanes = Lanes([deque(), deque()], lambda u: UNIT, stored=made.__contains__)
+    lanes.busy[0] = (job, 0.0)
+    assert lanes.take(1, 0.5) == units(12)  # the job's last unit, made alongside it
+    assert lanes.take(1, 1.0) == units(10)  # then the one before it
+    assert lanes.take(1, 1.5) == []  # only the unit in progress is left
+    assert lanes.shared == set(units(10, 12))
+    # A job whose first unit is made has its second in progress.
+    lanes = Lanes([deque(), deque()], lambda u: UNIT, stored=made.__contains__)
+    made.add(job[0])
+    lanes.busy[0] = (job, 0.0)
+    assert lanes.take(1, 0.5) == units(12)
+    assert lanes.take(1, 1.0) == []
+
+
+def test_a_running_job_is_shared_only_when_that_ends_sooner_at_its_pace() -> None:
+    # Lane 0 makes a unit in 1.2 s and began the first of its last two at 2.0 s.
+    def lanes() -> Lanes:
+        out = Lanes([deque(), deque()], lambda u: UNIT)
+        out.record(0, units(6), 1.2)
+        out.busy[0] = (units(8, 10), 2.0)
+        return out
+
+    assert lanes().take(1, 2.6) == units(10)  # 0.6 s left of its unit: both end sooner
+    assert lanes().take(1, 3.15) == []  # 0.05 s left: making the last alongside gains less
