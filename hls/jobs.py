@@ -272,7 +272,12 @@ def produce_units(
                 if made and requested_between_units():  # a listener's unit is done
                     raise EncodeStopped(f"stopped before segment {unit[0]}")
                 _chains_ready(renderer, unit)
-                with cache.lock(*keys[unit[0]]):
+                # The job's first unit waits for another producer of it, then finds
+                # it made; a later one held by another producer is theirs: stop there.
+                with cache.lock(*keys[unit[0]], wait=not made) as held:
+                    if not held:
+                        encoder.abort()
+                        return sizes, made
                     found = _cached_sizes(cache, {i: keys[i] for i in unit})
                     if found is not None:  # another producer is ahead on this run
                         sizes.update(found)

@@ -91,33 +91,30 @@ class Lanes:
         if not own:
             longest = max(self.queues, key=len)
             if not longest:
-                return self._share(lane, now)
+                return self._share(lane)
             stolen = [longest.pop() for _ in range(max(len(longest) // 2, 1))]
             own.extend(reversed(stolen))
         count = min(max(len(own) - 1, 1), MAX_RUN_UNITS)
         return [own.popleft() for _ in range(count)]
 
-    def _share(self, lane: int, now: float) -> list[range]:
+    def _share(self, lane: int) -> list[range]:
         """For an idle `lane` with nothing queued anywhere: the last unit not started
-        of the running job that would end last, if making it alongside ends sooner."""
-        best, best_left = None, SWAP_MARGIN_SECONDS
+        of the running job with the most left.
+
+        Not judged by pace: the pace measured on one lane misjudged another's
+        unit in progress by a fifth (another part of the track), and a wrong
+        guess costs little. If the job gets to the unit first, this lane
+        waits for it and finds it made (it had nothing else to do); if this
+        lane gets there first, the job stops before it, and only the unit's
+        pre-roll is done twice.
+        """
+        best, most = None, 1
         for other, busy in enumerate(self.busy):
             if other == lane or busy is None:
                 continue
-            units, started = busy
-            left = [u for u in units if u not in self.shared and not self.stored(u)]
-            if len(left) < 2:  # the first unit left is in progress
-                continue
-            pace = self._pace(other)
-            if pace is None:  # not measured yet: count in units
-                gain = float(len(left) - 1)
-            else:  # what the job would still do after the unit taken from it
-                made = self.made([u for u in units if u not in self.shared])
-                since = max(now - (made[1] if made else started), 0.0)
-                rest = sum(self.samples(u) for u in left[:-1]) * pace - since
-                gain = min(rest, self.samples(left[-1]) * pace)
-            if gain > best_left:
-                best, best_left = left[-1], gain
+            left = [u for u in busy[0] if u not in self.shared and not self.stored(u)]
+            if len(left) > most:  # the first unit left is in progress
+                best, most = left[-1], len(left)
         if best is None:
             return []
         self.shared.add(best)

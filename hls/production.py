@@ -385,7 +385,15 @@ class Production:
                     await self._produce(state, own, BACKGROUND, alongside)
                     lanes.record(lane, own, time.monotonic() - started)  # its own pace only
                 for unit in [*asked, *own]:
-                    if any(i not in state.done for i in unit):  # left out by another producer
+                    if not any(i not in state.done for i in unit):
+                        continue
+                    # Left out by another producer: a lane making it alongside is
+                    # waited for without a worker; otherwise it is made (or found).
+                    if unit in lanes.shared and self.work.in_flight(
+                        self._unit_key(state, unit, alongside=True)
+                    ):
+                        await self._produce(state, [unit], BACKGROUND, alongside=True)
+                    else:
                         await self.segment(state, unit[0], BACKGROUND)
             except Preempted:  # a listener needed the worker: the rest waits, in order
                 undone = [unit for unit in missing if any(i not in state.done for i in unit)]

@@ -72,8 +72,9 @@ class DiskCache:
         return path
 
     @contextmanager
-    def lock(self, *parts: str) -> Iterator[None]:
-        """Exclusive lock on an entry, across threads and processes sharing `root`.
+    def lock(self, *parts: str, wait: bool = True) -> Iterator[bool]:
+        """Exclusive lock on an entry, across threads and processes sharing `root`;
+        yields whether it is held (always, unless `wait` is false and another holds it).
 
         Lets one producer make an entry while others wait, then find it made.
         Each entry has a lock file of its own while it is locked: two
@@ -93,18 +94,22 @@ class DiskCache:
         while True:
             handle = open(path, "a")  # closed when the lock is let go
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX)
+                fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
                 if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
                     break  # the lock file in place: ours
             except FileNotFoundError:
                 pass  # removed by its holder meanwhile
+            except BlockingIOError:
+                handle.close()
+                yield False  # another holds it
+                return
             except BaseException:
                 handle.close()
                 raise
             handle.close()  # a file its holder removed: take the current one
         _held.lock = "/".join(parts)
         try:
-            yield
+            yield True
         finally:
             _held.lock = None
             path.unlink(missing_ok=True)  # before letting go: no one locks a removed file

@@ -110,15 +110,3 @@ def test_an_idle_lane_shares_a_running_job_from_its_end_never_its_unit_in_progre
     lanes.busy[0] = (job, 0.0)
     assert lanes.take(1, 0.5) == units(12)
     assert lanes.take(1, 1.0) == []
-
-
-def test_a_running_job_is_shared_only_when_that_ends_sooner_at_its_pace() -> None:
-    # Lane 0 makes a unit in 1.2 s and began the first of its last two at 2.0 s.
-    def lanes() -> Lanes:
-        out = Lanes([deque(), deque()], lambda u: UNIT)
-        out.record(0, units(6), 1.2)
-        out.busy[0] = (units(8, 10), 2.0)
-        return out
-
-    assert lanes().take(1, 2.6) == units(10)  # 0.6 s left of its unit: both end sooner
-    assert lanes().take(1, 3.15) == []  # 0.05 s left: making the last alongside gains less

@@ -158,6 +158,34 @@ def test_a_run_stops_where_another_producer_is_ahead_of_it(
     )
 
 
+def test_a_run_stops_at_a_unit_another_producer_is_making(tmp_path: Path) -> None:
+    # Another lane makes the run's last unit alongside it (its lock is held):
+    # the run stops there instead of waiting, and stores nothing of it.
+    spec, _, plan = twin_specs(tmp_path, 27.0)
+    units = plan.encode_units(2)[1:4]
+    cache = DiskCache(Path(spec.cache_dir))
+    held, release = threading.Event(), threading.Event()
+
+    def make_alongside() -> None:
+        with cache.lock(*spec.segment_key("aac", units[2][0])):
+            held.set()
+            release.wait(60)
+
+    other = threading.Thread(target=make_alongside)
+    other.start()
+    try:
+        assert held.wait(10)
+        jobs._renderers.clear()
+        sizes, made = jobs.produce_units(spec, "aac", [u[0] for u in units])
+    finally:
+        release.set()
+        other.join()
+    assert sorted(sizes) == [*units[0], *units[1]] and made == len(sizes)
+    assert not any(
+        Path(spec.cache_dir).joinpath(*spec.segment_key("aac", i)).exists() for i in units[2]
+    )
+
+
 def test_a_run_stopped_mid_unit_keeps_what_it_made_and_resumes_to_the_same_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
