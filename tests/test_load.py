@@ -36,6 +36,7 @@ LISTENERS = 200
 SECONDS = 120.0
 RAMP_SECONDS = 60.0  # listeners arrive over the first minute
 BUFFER_AHEAD = 10.0
+BAD = ("502", "504")  # an origin's connection failed, or it did not answer in time
 
 
 @dataclass
@@ -174,6 +175,14 @@ def test_two_hundred_listeners_through_nginx_for_two_minutes(
         wall = time.monotonic() - started
         sampler.join()
         pss_end = [tree_pss_mb(o.process.pid) for o in fleet]
+        # An origin that stopped answering is hidden from the listeners by nginx's
+        # failover (to the next origin, after proxy_read_timeout): look for it.
+        failed_over = [
+            r for r in edge.access_log() if r.get("upstream_status", "").rstrip(",") in BAD
+        ]
+        if failed_over:
+            stacks = "\n".join(o.diagnose()[-6000:] for o in fleet)
+            raise AssertionError(f"origins failed: {failed_over[:5]}\n{stacks}")
         served = sum(metric(o, "hls_origin_segments_served") for o in fleet)
         produced = sum(metric(o, "hls_origin_segments_produced") for o in fleet)
         fetched = sum(stats.cache.values())
