@@ -27,9 +27,9 @@ class Lanes:
     of a unit depends on its content, and the lanes should end together
     (the other lane takes the unit left behind). With nothing queued
     anywhere, an idle lane shares another lane's job: it makes the job's
-    last unit not started yet (`shared`), and the job, finding that unit
-    made when it gets there, stops (`hls.jobs.produce_units`). Without
-    that, one core was idle for the last 1.5 s of a 410 s track.
+    last unit not started yet (`shared`), and the job stops when it gets
+    to that unit made or being made (`hls.jobs.produce_units`). Without
+    that, one core was idle for the last 1.5 s of a 293 s track.
     """
 
     queues: list[deque[range]]

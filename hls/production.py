@@ -244,8 +244,8 @@ class Production:
                 continue  # queued again, at the listener's priority: never stopped
             if index in sizes:
                 return int(sizes[index])
-            # The job stopped at a unit another producer made (a lane alongside it,
-            # or another origin on the cache): it is in the cache.
+            # The job stopped at a unit another producer made or is making (a lane
+            # alongside it, another origin on the cache): found, or waited for, next.
 
     async def _produce(
         self, state: StreamState, units: list[range], priority: int, alongside: bool = False

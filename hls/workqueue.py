@@ -128,12 +128,12 @@ class WorkQueue:
         """The unfinished job doing the work named `key`, if any.
 
         A job's keys are forgotten by a callback of its future, which runs
-        only once the loop has turned. A caller that came in between (a
-        listener's request, on the loop step that finished a preempted run)
-        must not share the finished job: awaiting a finished future does not
-        yield, so a caller that retries on Preempted spun the event loop
-        forever and the origin stopped answering (seen under load behind
-        nginx, reproduced in `tests/test_workqueue.py`).
+        only once the loop has turned. A caller whose step runs in between
+        (after the one that finished a preempted run) must not share the
+        finished job: awaiting a finished future does not yield, so a
+        listener retrying on Preempted spun the event loop forever and the
+        origin stopped answering (seen under load behind nginx; the stack
+        dump showed the spin; `tests/test_workqueue.py` has the case).
         """
         job = self._inflight.get(key)
         if job is not None and job.future.done():
