@@ -1,12 +1,17 @@
-"""Test helpers: decoding with ffmpeg, parsing playlists."""
+"""Test helpers: decoding with ffmpeg, parsing playlists, a cache lock held elsewhere."""
 
 from __future__ import annotations
 
 import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import m3u8
 import numpy as np
+
+from storage.cache import DiskCache
 
 
 def decode(
@@ -33,3 +38,23 @@ def header_lines(text: str) -> list[str]:
         for line in text.splitlines()
         if line.startswith("#EXT") and not line.startswith(("#EXTINF", "#EXT-X-ENDLIST"))
     ]
+
+
+@contextmanager
+def lock_held_elsewhere(cache: DiskCache, *parts: str) -> Iterator[None]:
+    """A cache entry's lock held by another thread (another producer) while inside."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with cache.lock(*parts):
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        yield
+    finally:
+        release.set()
+        holder.join()

@@ -15,7 +15,7 @@ import pytest
 from storage.cache import DiskCache
 from storage.eviction import LruIndex
 from tests.conftest import Server, put_track, start_server
-from tests.helpers import parse_playlist
+from tests.helpers import lock_held_elsewhere, parse_playlist
 
 
 def produced(server: Server, rendition: str = "aac") -> int:
@@ -247,26 +247,13 @@ def test_a_cache_lock_taken_inside_another_is_refused_not_a_hang(tmp_path: Path)
 
 def test_a_cache_lock_not_waited_for_tells_whether_it_is_held(tmp_path: Path) -> None:
     cache = DiskCache(tmp_path)
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with cache.lock("segments", "busy", "3.m4s"):
-            held.set()
-            release.wait(20)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(10)
+    with lock_held_elsewhere(cache, "segments", "busy", "3.m4s"):
         started = time.monotonic()
         with cache.lock("segments", "busy", "3.m4s", wait=False) as got:
             assert not got  # another holds it: told at once
         assert time.monotonic() - started < 1
         with cache.lock("segments", "busy", "4.m4s", wait=False) as got:
             assert got
-    finally:
-        release.set()
-        holder.join()
     with cache.lock("segments", "busy", "3.m4s", wait=False) as got:
         assert got  # let go: free again
     assert list((tmp_path / "locks").iterdir()) == []
@@ -276,25 +263,12 @@ def test_cache_locks_of_different_entries_never_wait_for_each_other(tmp_path: Pa
     # Lock files shared by hash (256 of them) made a lane wait for an unrelated
     # unit: with one entry locked, 3000 others would have hit its file ~12 times.
     cache = DiskCache(tmp_path)
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with cache.lock("segments", "busy", "0.m4s"):
-            held.set()
-            release.wait(20)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(10)
+    with lock_held_elsewhere(cache, "segments", "busy", "0.m4s"):
         started = time.monotonic()
         for n in range(3000):
             with cache.lock("segments", "other", f"{n}.m4s"):
                 pass
         assert time.monotonic() - started < 10  # none waited for the holder
-    finally:
-        release.set()
-        holder.join()
     assert list((tmp_path / "locks").iterdir()) == []  # lock files go with their locks
 
 

@@ -34,7 +34,7 @@ from processing.render import LISTENER_INPUT_BUFFER, EncodedSegment, encode_unit
 from storage.cache import DiskCache
 from storage.catalog import Catalog
 from tests.conftest import synth_program
-from tests.helpers import decode
+from tests.helpers import decode, lock_held_elsewhere
 
 
 def spec_for(file: Path, cache: Path, preset: str = "original", seconds: float = 4.0) -> StreamSpec:
@@ -164,22 +164,9 @@ def test_a_run_stops_at_a_unit_another_producer_is_making(tmp_path: Path) -> Non
     spec, _, plan = twin_specs(tmp_path, 27.0)
     units = plan.encode_units(2)[1:4]
     cache = DiskCache(Path(spec.cache_dir))
-    held, release = threading.Event(), threading.Event()
-
-    def make_alongside() -> None:
-        with cache.lock(*spec.segment_key("aac", units[2][0])):
-            held.set()
-            release.wait(60)
-
-    other = threading.Thread(target=make_alongside)
-    other.start()
-    try:
-        assert held.wait(10)
+    with lock_held_elsewhere(cache, *spec.segment_key("aac", units[2][0])):
         jobs._renderers.clear()
         sizes, made = jobs.produce_units(spec, "aac", [u[0] for u in units])
-    finally:
-        release.set()
-        other.join()
     assert sorted(sizes) == [*units[0], *units[1]] and made == len(sizes)
     assert not any(
         Path(spec.cache_dir).joinpath(*spec.segment_key("aac", i)).exists() for i in units[2]
