@@ -222,6 +222,7 @@ class WorkQueue:
             self._stop_flags[slot] = 0
             self._soon_stops.discard(slot)
             self._by_slot[slot] = job
+            self._withdraw_soon_stops()
             try:
                 result = await loop.run_in_executor(self._pool, run_in_slot, slot, fn, *args)
             except BrokenProcessPool as exc:
@@ -277,6 +278,25 @@ class WorkQueue:
             self._stop_flags[slot] = AFTER_UNIT
             self._soon_stops.add(slot)
             self.preempted += 1
+
+    def _withdraw_soon_stops(self) -> None:
+        """Take back the stops asked of lanes' runs for SOON work that found a worker
+        meanwhile (one another job freed): the run goes on with its next unit.
+
+        Left standing, the stop ended a lane's run after its unit for nothing,
+        and the lane started again with a new ffmpeg and pre-roll (seen on a
+        200 s track: the SOON unit got the worker the other lane freed, and
+        this lane stopped 0.4 s later and restarted 0.05 s after that).
+        """
+        self._soon_stops.intersection_update(self._by_slot)  # those ended stopped already
+        idle = self.workers - len(self._by_slot)
+        for_listeners = {slot for slot in self._by_slot if self._stop_flags[slot]}
+        for_listeners -= self._soon_stops
+        needed = len(self._queued_on_demand) + len(self._queued_soon) - idle - len(for_listeners)
+        surplus = len(self._soon_stops) - max(needed, 0)
+        for slot in sorted(self._soon_stops)[: max(surplus, 0)]:
+            self._stop_flags[slot] = 0
+            self._soon_stops.discard(slot)
 
     def _want(self, future: asyncio.Future) -> None:
         """A listener waits for this job: it is never stopped."""

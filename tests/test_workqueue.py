@@ -60,6 +60,25 @@ async def test_soon_work_stops_a_background_run_after_its_unit_not_at_once(
     assert queue.preempted == 1
 
 
+async def test_a_run_asked_to_stop_for_soon_work_goes_on_once_that_work_has_a_worker() -> None:
+    work = WorkQueue(2)
+    await work.start()
+    try:
+        short = asyncio.create_task(work.run(("short",), BACKGROUND, units_job, 1, 0.15))
+        await started(work, "short")
+        run = asyncio.create_task(work.run(("run",), BACKGROUND, units_job, 3, UNIT_SECONDS))
+        await started(work, "run")
+        soon = asyncio.create_task(work.run(("soon",), SOON, units_job, 1, 0.05))
+        await asyncio.sleep(0.05)
+        assert len(work._soon_stops) == 1  # no worker is free: a run is asked to stop
+        assert await short == 1  # its worker takes the SOON job: no run need stop now
+        assert await soon == 1
+        assert await run == 3  # it went on past its first unit
+        assert not work._soon_stops
+    finally:
+        await work.close()
+
+
 async def test_a_listener_stops_a_background_run_at_once_even_when_soon_work_asked_first(
     queue: WorkQueue,
 ) -> None:
