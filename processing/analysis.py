@@ -2,10 +2,14 @@
 
 Deterministic: the same source content and preset give the same numbers in
 every process, so no segment's gain or EQ can differ from its neighbour's.
-Long tracks are measured on evenly spread excerpts (each with a lead-in that
-lets the compressor settle) instead of a full decode, and the excerpts are
-measured on all cores at once: the analysis is on the path of the first
-segment of every track never seen before.
+Long tracks are measured on excerpts spread over the whole track (each with a
+lead-in that lets the compressor settle) instead of a full decode, and the
+excerpts are measured on all cores at once: the analysis is on the path of
+the first segment of every track never seen before. How many: as many as it
+takes for the loudness measured on them to be the track's within
+SAMPLING_ERROR_LU (one standard error): 16 short ones for most music, up to
+64 for sparse material (notes or sounds between silences), whose loudness
+depends on which of its events the excerpts catch.
 """
 
 from __future__ import annotations
@@ -22,20 +26,31 @@ from processing.decode import Samples
 from processing.dsp import Biquad
 from processing.threads import parallel_map
 
-ANALYSIS_VERSION = 8
+ANALYSIS_VERSION = 9
 FULL_READ_SECONDS = 60.0  # shorter tracks are measured whole
-EXCERPTS = 8
-EXCERPT_SECONDS = 4.0
-LEAD_SECONDS = 0.5  # discarded start of each excerpt (compressor settling)
+# Excerpts: a first round of EXCERPTS; while the loudness measured on them may
+# be off by more than SAMPLING_ERROR_LU, rounds that double their number, up
+# to MAX_EXCERPTS (and never more audio than the track). Short excerpts, many
+# of them: on 14 sources (the benchmark corpus' and the real tracks), 16 of
+# 1.5 s landed within 0.3 LU of the loudness target where the 8 of 4 s used
+# before missed it by up to 0.74 LU (placed as now) and read 30 % more audio.
+EXCERPTS = 16
+MAX_EXCERPTS = 64
+EXCERPT_SECONDS = 1.5
+LEAD_SECONDS = 0.25  # discarded start of each excerpt (compressor settling: 3 time constants)
+SAMPLING_ERROR_LU = 0.5
 TARGET_TILT_DB_PER_OCTAVE = -4.5  # balanced program material, 100 Hz to 8 kHz
 MAX_CORRECTION_DB = 4.0
 MAX_GAIN_DB = 24.0
 LIMITER_PASSES = 4
 LOUDNESS_TOLERANCE_LU = 0.1
 PEAK_HEADROOM_DB = 3.0  # see analyze
+GOLDEN = (5**0.5 - 1) / 2  # excerpt phases (`excerpt_starts`)
 DECIMATION = 16  # the limiter passes work on 16-sample power sums and peak maxima
 PSD_BLOCK = 2048  # samples per block of the long-term spectrum
 _HANN = get_window("hann", PSD_BLOCK).astype(np.float32)
+
+Excerpt = tuple[np.ndarray, int]  # audio with its lead-in, and the lead-in's samples
 
 
 @dataclass(frozen=True)
@@ -57,15 +72,53 @@ class Analysis:
         return cls(params, data["tilt_db_per_octave"])
 
 
-def excerpts(source: Samples) -> list[tuple[np.ndarray, int]]:
-    """Audio to measure, as (audio with lead-in, lead-in samples) pairs."""
+def excerpts(source: Samples, first: int = 0, count: int = EXCERPTS) -> list[Excerpt]:
+    """Audio to measure, as (audio with lead-in, lead-in samples) pairs: excerpts
+    `first` to `first + count` (`excerpt_starts`), or the whole of a short track."""
     rate, length = source.rate, source.length
     if length <= FULL_READ_SECONDS * rate:
         return [(source.read(0, length), 0)]
     lead, size = round(LEAD_SECONDS * rate), round(EXCERPT_SECONDS * rate)
-    span = length - size
-    starts = [round(span * (i + 0.5) / EXCERPTS) for i in range(EXCERPTS)]
+    starts = excerpt_starts(length, size, first, count)
     return parallel_map(lambda s: (source.read(s - lead, s + size), lead), starts)
+
+
+def excerpt_starts(length: int, size: int, first: int, count: int) -> list[int]:
+    """Where excerpts `first` to `first + count` of a track of `length` samples start:
+    one in each of `count` equal strata, at a fraction of it that the golden
+    ratio spreads (excerpt k at 0.5 + k·φ, modulo 1).
+
+    Not at the same place in each: on a 30 s loop repeated for 240 s, the
+    middle of each eighth was the same silent instant of the loop, every
+    excerpt was silent and the gain went to its limit (+24 dB, 3.7 LU over
+    the target); music repeats by bars, so any fixed stride can meet it.
+    """
+    span = length - size
+    return [round(span * (i + (0.5 + (first + i) * GOLDEN) % 1.0) / count) for i in range(count)]
+
+
+def sampling_error(powers: list[np.ndarray], rate: float) -> float:
+    """Standard error (LU) of the gated loudness of excerpts as the whole track's.
+
+    `powers`: K-weighted powers of the excerpts at `rate` (`_k_power`). Each
+    excerpt is a cluster of 400 ms blocks, and the loudness is a ratio (the
+    gated blocks' power over their number): its error by linearization,
+    over the excerpts as a random sample of the track (stratified as they
+    are, they do better: this errs on the side of measuring more). Infinite
+    when fewer than two excerpts hold a block that counts.
+    """
+    blocks = [loudness.blocks_of_power(p, rate) / DECIMATION for p in powers]
+    gate = loudness.gate_lufs(np.concatenate(blocks))
+    if gate is None or len(blocks) < 2:
+        return float("inf")
+    counted = [b[loudness.power_to_lufs(b) > gate] for b in blocks]
+    y = np.array([c.sum() for c in counted])
+    x = np.array([len(c) for c in counted], dtype=np.float64)
+    if np.count_nonzero(x) < 2:
+        return float("inf")
+    ratio = y.sum() / x.sum()
+    relative = np.sqrt(np.var(y - ratio * x, ddof=1) / len(y)) / (x.mean() * ratio)
+    return float(10 * np.log10(1 + relative))
 
 
 def power_spectrum(audio: np.ndarray) -> np.ndarray | None:
@@ -88,7 +141,7 @@ def power_spectrum(audio: np.ndarray) -> np.ndarray | None:
     return np.asarray((spectrum.real**2 + spectrum.imag**2).mean(axis=0))
 
 
-def spectral_tilt(parts: list[tuple[np.ndarray, int]], rate: int) -> float:
+def spectral_tilt(parts: list[Excerpt], rate: int) -> float:
     """Least-squares slope (dB per octave) of the long-term spectrum, 100 Hz to 8 kHz."""
     psd_sum = None
     # Half the excerpts give a stable long-term spectrum.
@@ -156,7 +209,7 @@ def _gated(powers: list[np.ndarray], curves: Sequence[np.ndarray | None], rate: 
 
 
 def _shaped(
-    part: tuple[np.ndarray, int],
+    part: Excerpt,
     rate: int,
     preset: chain.Preset,
     corrective: tuple[Biquad, ...],
@@ -198,18 +251,27 @@ def analyze(source: Samples, preset_name: str) -> Analysis:
     parts = excerpts(source)
     tilt = round(spectral_tilt(parts, rate), 4) if preset.corrective_eq else None
     corrective = corrective_eq(tilt) if tilt is not None else ()
-    measured = parallel_map(
-        partial(_shaped, rate=rate, preset=preset, corrective=corrective), parts
-    )
+    shape = partial(_shaped, rate=rate, preset=preset, corrective=corrective)
+    measured = parallel_map(shape, parts)
     del parts
-    shaped = [audio for audio, _ in measured]
-    powers = [power for _, power in measured]
-    del measured
     # The limiter's gain curve varies slowly enough to be applied to the
     # K-weighted power directly, and at a 16th of the rate.
     rate_d = rate / DECIMATION
-    gain_db = preset.target_lufs - _gated(powers, [None] * len(powers), rate_d)
-    gain_db = float(np.clip(gain_db, -MAX_GAIN_DB, MAX_GAIN_DB))
+    excerpt = round((EXCERPT_SECONDS + LEAD_SECONDS) * rate)
+    while (
+        len(measured) > 1  # not a track measured whole
+        and len(measured) < MAX_EXCERPTS
+        and 2 * len(measured) * excerpt <= source.length
+        and sampling_error([power for _, power in measured], rate_d) > SAMPLING_ERROR_LU
+    ):
+        measured += parallel_map(shape, excerpts(source, len(measured), len(measured)))
+    shaped = [audio for audio, _ in measured]
+    powers = [power for _, power in measured]
+    del measured
+    measured_lufs = _gated(powers, [None] * len(powers), rate_d)
+    if measured_lufs <= loudness.ABSOLUTE_GATE_LUFS:  # silence: no loudness to correct
+        return Analysis(chain.ChainParams(preset_name, 0.0, corrective), tilt)
+    gain_db = float(np.clip(preset.target_lufs - measured_lufs, -MAX_GAIN_DB, MAX_GAIN_DB))
     # Peaks are interpolated only where they could reach the ceiling at a
     # gain up to PEAK_HEADROOM_DB above this one; past it, everywhere.
     bound = gain_db + PEAK_HEADROOM_DB

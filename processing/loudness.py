@@ -77,14 +77,19 @@ def power_to_lufs(power: float | np.ndarray) -> np.ndarray:
 
 def gated_loudness(powers: np.ndarray) -> float:
     """Integrated loudness (LUFS) of pooled block powers; -70 when all are gated."""
-    if len(powers) == 0:
+    gate = gate_lufs(powers)
+    if gate is None:
         return ABSOLUTE_GATE_LUFS
+    return float(power_to_lufs(powers[power_to_lufs(powers) > gate].mean()))
+
+
+def gate_lufs(powers: np.ndarray) -> float | None:
+    """The level (LUFS) that a block's power must exceed to count in the integrated
+    loudness: the relative gate, or the absolute one above it (None: none passes)."""
     above = powers[power_to_lufs(powers) > ABSOLUTE_GATE_LUFS]
     if len(above) == 0:
-        return ABSOLUTE_GATE_LUFS
-    relative = float(power_to_lufs(above.mean())) + RELATIVE_GATE_LU
-    gated = above[power_to_lufs(above) > relative]
-    return float(power_to_lufs(gated.mean()))
+        return None
+    return max(float(power_to_lufs(above.mean())) + RELATIVE_GATE_LU, ABSOLUTE_GATE_LUFS)
 
 
 def integrated_loudness(audio: np.ndarray, rate: int) -> float:

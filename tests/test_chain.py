@@ -179,6 +179,65 @@ def test_every_preset_hits_its_loudness_target_and_true_peak_ceiling(
         assert peak <= -1.0, (name, peak)
 
 
+def sparse_material(seconds: float, period: float, sound: float) -> np.ndarray:
+    """A sound of `sound` seconds (a decaying chord) then silence, every `period` seconds."""
+    n, every = round(seconds * RATE), round(period * RATE)
+    out = np.zeros((n, 2), np.float32)
+    note = synth_program(sound, seed=8) * np.exp(-np.arange(round(sound * RATE)) / RATE)[:, None]
+    for start in range(0, n - len(note), every):
+        out[start : start + len(note)] = note
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "audio"),
+    [
+        # A 22.5 s loop over 180 s: excerpts at the middle of each eighth (the old
+        # placement) all fell in its silence, and the gain went to +24 dB.
+        ("loop with silence", sparse_material(180.0, 22.5, 4.0)),
+        ("notes over silence", sparse_material(150.0, 4.0, 1.5)),
+    ],
+)
+@pytest.mark.parametrize("preset", ["gentle", "punchy"])
+def test_sparse_material_hits_the_loudness_target_too(
+    name: str, audio: np.ndarray, preset: str, tmp_path: Path
+) -> None:
+    import soundfile as sf
+
+    src = tmp_path / "sparse.wav"
+    sf.write(src, audio, RATE, subtype="FLOAT")
+    source = AudioSource(src, tmp_path / "scratch", "sparse")
+    rendered = render_whole(source, analyze(source, preset), 1.0)
+    lufs = pyloudnorm.Meter(RATE).integrated_loudness(rendered.astype(np.float64))
+    target = chain.PRESETS[preset].target_lufs
+    print(f"{preset} {name}: {lufs:.2f} LUFS (target {target})")
+    assert abs(lufs - target) <= 1.0, (name, lufs)
+    assert reference_true_peak_db(rendered) <= -1.0
+
+
+def test_silence_gets_no_gain(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    src = tmp_path / "silence.wav"
+    sf.write(src, np.zeros((round(120 * RATE), 2), np.float32), RATE, subtype="FLOAT")
+    source = AudioSource(src, tmp_path / "scratch", "silence")
+    for preset in ENHANCING:
+        assert analyze(source, preset).params.gain_db == 0.0  # not +24 dB of noise floor
+
+
+def test_excerpts_spread_over_the_track_and_over_any_loop_of_it() -> None:
+    from processing import analysis
+
+    length, size = 240 * RATE, round(analysis.EXCERPT_SECONDS * RATE)
+    for first, count in ((0, 16), (16, 16), (32, 32)):
+        starts = analysis.excerpt_starts(length, size, first, count)
+        stratum = (length - size) / count
+        assert [int(s // stratum) for s in starts] == list(range(count))  # one per stratum
+        for period in (30.0, 15.0, 7.5, 4.0):  # loops of whole strata, and not
+            phases = {int((s / RATE) % period / period * 8) for s in starts}
+            assert len(phases) >= 4, (count, period, phases)  # not one phase
+
+
 @pytest.mark.parametrize("preset", ENHANCING)
 def test_intensity_zero_is_the_original_and_one_is_the_full_chain(preset: str) -> None:
     audio = synth_program(6.0, seed=7)
