@@ -15,8 +15,10 @@ spectra where a character is missing or the music is absent):
 and, for memory only, a 60-minute concatenation (adaptive; its peer run
 too with --long-peer). For each: runs alternate peer / ours (a fresh server
 and empty cache each time); the table prints medians, the ratios ours /
-peer and the peak PSS of our process tree; then the median and the worst
-of each column.
+peer and the peak PSS of our process tree, and the integrated loudness
+(against the preset's target) and true peak of the stream as served (the
+default rendition decoded through ffmpeg's HLS demuxer, first run); then
+the median and the worst of each column.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.chain import MUSIC, seven_minute_track  # noqa: E402
 from benchmarks.peer import PEER_FILTER, run_ours, run_peer  # noqa: E402
+from processing import dsp, loudness  # noqa: E402
+from processing.chain import PRESETS as CHAIN_PRESETS  # noqa: E402
+from tests.conftest import Server  # noqa: E402
+from tests.helpers import decode  # noqa: E402
 
 RATE = 44100
 LIMITER = "alimiter=limit=0.89:attack=5:release=50"
@@ -130,6 +136,7 @@ class Source:
     firsts: list[tuple[float, float]] = field(default_factory=list)  # (peer, ours)
     wholes: list[tuple[float, float]] = field(default_factory=list)
     pss: list[float] = field(default_factory=list)
+    served: tuple[float, float] | None = None  # LUFS and dBTP of the stream (original: none)
 
 
 def _written(
@@ -197,8 +204,10 @@ def main() -> None:
                     if source.peer
                     else (float("nan"), float("nan"))
                 )
+                measured = run == 0 and source.peer and source.preset != "original"
+                measure = served_loudness(source) if measured else None
                 ours = run_ours(
-                    library, work / source.name / f"cache{run}", source.preset, source.pss
+                    library, work / source.name / f"cache{run}", source.preset, source.pss, measure
                 )
                 shutil.rmtree(work / source.name / f"peer{run}", ignore_errors=True)
                 shutil.rmtree(work / source.name / f"cache{run}", ignore_errors=True)
@@ -215,6 +224,20 @@ def main() -> None:
         print_table(sources)
 
 
+def served_loudness(source: Source) -> Callable[[Server], None]:
+    """Measure the integrated loudness and true peak of the complete stream."""
+
+    def measure(server: Server) -> None:
+        info = server.json("/api/tracks")["tracks"][0]
+        url = f"{server.url}/hls/{info['id']}/{source.preset}/1.00/aac/index.m3u8"
+        audio = decode(url, info["channels"])
+        peak = float(dsp.true_peak_envelope(audio).max(initial=1e-10))
+        source.served = (loudness.integrated_loudness(audio, info["sample_rate"]),
+                         20 * np.log10(peak))  # fmt: skip
+
+    return measure
+
+
 def _ratio(pairs: list[tuple[float, float]]) -> float:
     """The median of each run's ours / its own peer (alternating runs)."""
     return statistics.median(o / p for p, o in pairs)
@@ -223,8 +246,10 @@ def _ratio(pairs: list[tuple[float, float]]) -> float:
 def print_table(sources: list[Source]) -> None:
     print()
     print(f"{'source':12s} {'preset':9s} {'first peer':>10s} {'ours':>7s} {'ratio':>6s}"
-          f" {'whole peer':>10s} {'ours':>7s} {'ratio':>6s} {'peak PSS':>9s}")  # fmt: skip
+          f" {'whole peer':>10s} {'ours':>7s} {'ratio':>6s} {'peak PSS':>9s}"
+          f" {'loudness':>9s} {'true peak':>10s}")  # fmt: skip
     firsts, wholes, memory = [], [], []
+    errors, peaks = [], []
     for s in sources:
         fp, fo = (statistics.median(x[i] for x in s.firsts) for i in (0, 1))
         wp, wo = (statistics.median(x[i] for x in s.wholes) for i in (0, 1))
@@ -234,14 +259,23 @@ def print_table(sources: list[Source]) -> None:
         if s.peer:
             firsts.append(fr)
             wholes.append(wr)
+        served = ""
+        if s.served is not None:
+            off = s.served[0] - CHAIN_PRESETS[s.preset].target_lufs
+            errors.append(abs(off))
+            peaks.append(s.served[1])
+            served = f" {off:+6.2f} LU {s.served[1]:+6.2f} dBTP"
         print(f"{s.name:12s} {s.preset:9s} {fp:10.3f} {fo:7.3f} {fr:6.2f}"
-              f" {wp:10.2f} {wo:7.2f} {wr:6.3f} {peak:7.0f} MB")  # fmt: skip
+              f" {wp:10.2f} {wo:7.2f} {wr:6.3f} {peak:7.0f} MB{served}")  # fmt: skip
     print(
         f"median: first {statistics.median(firsts):.2f}, whole {statistics.median(wholes):.3f}, "
         f"PSS {statistics.median(memory):.0f} MB | worst: first {max(firsts):.2f} (target 0.25), "
         f"whole {max(wholes):.3f} (target 0.60), PSS {max(memory):.0f} MB (target 300, margin "
         f"{300 - max(memory):.0f} MB)"
     )
+    if errors:
+        print(f"loudness: worst {max(errors):.2f} LU from the target (target 1.00), "
+              f"highest true peak {max(peaks):+.2f} dBTP (target -1.00)")  # fmt: skip
 
 
 if __name__ == "__main__":

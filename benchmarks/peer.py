@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import soundfile as sf
@@ -77,17 +78,25 @@ def run_peer(source: Path, out: Path, chain: str = PEER_FILTER) -> tuple[float, 
 
 
 def run_ours(
-    library: Path, cache: Path, preset: str = PRESET, memory: list[float] | None = None
+    library: Path,
+    cache: Path,
+    preset: str = PRESET,
+    memory: list[float] | None = None,
+    after: Callable[[Server], None] | None = None,
 ) -> tuple[float, float]:
     """First segment and whole track of the library's (only) track, cold; the
-    process tree's peak PSS (MB) appended to `memory` when given."""
+    process tree's peak PSS (MB) appended to `memory` when given; `after`
+    called with the server once the track is complete (untimed)."""
     server = start_server(cache_dir=cache, library=library)
     try:
         if memory is None:
-            return _first_and_whole(server, preset)
-        with PeakPss(server.process.pid, interval=0.1) as pss:
             times = _first_and_whole(server, preset)
-        memory.append(pss.peak)
+        else:
+            with PeakPss(server.process.pid, interval=0.1) as pss:
+                times = _first_and_whole(server, preset)
+            memory.append(pss.peak)
+        if after is not None:
+            after(server)
         return times
     finally:
         server.stop()
