@@ -219,6 +219,8 @@ def _shaped(
     Power and peaks scale with the gain that follows, so they are computed once.
     """
     audio, lead = part
+    if not audio.any():  # digital silence: the chain's output, and its power, are zeros
+        return audio[lead:], np.zeros(len(audio[lead:]) // DECIMATION)
     shaped = chain.pre_gain(audio, rate, preset, corrective, in_place=True)[lead:]
     return shaped, _k_power(shaped, rate)
 

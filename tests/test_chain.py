@@ -225,6 +225,18 @@ def test_silence_gets_no_gain(tmp_path: Path) -> None:
         assert analyze(source, preset).params.gain_db == 0.0  # not +24 dB of noise floor
 
 
+@pytest.mark.parametrize("preset", ENHANCING)
+def test_a_silent_excerpt_is_measured_as_the_chain_would(preset: str) -> None:
+    from processing import analysis
+
+    silent = np.zeros((round(1.75 * RATE), 2), np.float32)
+    lead = round(0.25 * RATE)
+    shaped, power = analysis._shaped((silent.copy(), lead), RATE, chain.PRESETS[preset], ())
+    through = chain.pre_gain(silent, RATE, chain.PRESETS[preset], ())[lead:]
+    assert np.array_equal(shaped, through)
+    assert np.array_equal(power, analysis._k_power(through, RATE))
+
+
 def test_excerpts_spread_over_the_track_and_over_any_loop_of_it() -> None:
     from processing import analysis
 
