@@ -11,7 +11,7 @@ import pytest
 from scipy.signal import resample_poly, welch
 
 from processing import chain, dsp, loudness
-from processing.analysis import PSD_BLOCK, analyze, power_spectrum
+from processing.analysis import PSD_BLOCK, analyze, excerpt, power_spectrum
 from processing.decode import AudioSource
 from processing.render import render_whole
 from tests.conftest import MUSIC, synth_program
@@ -213,6 +213,26 @@ def test_sparse_material_hits_the_loudness_target_too(
     print(f"{preset} {name}: {lufs:.2f} LUFS (target {target})")
     assert abs(lufs - target) <= 1.0, (name, lufs)
     assert reference_true_peak_db(rendered) <= -1.0
+
+
+def test_later_rounds_of_excerpts_keep_peaks_that_give_the_same_analysis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import soundfile as sf
+
+    from processing import analysis
+
+    src = tmp_path / "sparse.wav"
+    sf.write(src, sparse_material(180.0, 22.5, 4.0), RATE, subtype="FLOAT")
+    source = AudioSource(src, tmp_path / "scratch", "sparse")
+    read = []
+    monkeypatch.setattr(analysis, "excerpt", lambda *a: read.append(a) or excerpt(*a))
+    found = {}
+    for headroom in (100.0, analysis.PEAK_HEADROOM_DB):  # every peak interpolated; default
+        monkeypatch.setattr(analysis, "PEAK_HEADROOM_DB", headroom)
+        found[headroom] = analyze(source, "punchy")
+    assert len(read) > 2 * analysis.EXCERPTS  # more rounds than the first
+    assert len(set(found.values())) == 1
 
 
 def test_silence_gets_no_gain(tmp_path: Path) -> None:
