@@ -279,9 +279,9 @@ def analyze(source: Samples, preset_name: str) -> Analysis:
     # The limiter's gain curve varies slowly enough to be applied to the
     # K-weighted power directly, and at a 16th of the rate.
     rate_d = rate / DECIMATION
-    # Later rounds keep their excerpts' exact peaks, not their audio: 64 stereo
-    # excerpts kept took a cold track's peak PSS to 299 MB (measured).
-    # Each is read and measured in one task: a round's audio is never all held.
+    # Later rounds keep their excerpts' exact peaks, not their audio, and read and
+    # measure each in one task, so that a round's audio is never all held: 64
+    # stereo excerpts kept took a cold track's peak PSS to 299 MB (measured).
     exact: list[np.ndarray] = []
     size, lead = round(EXCERPT_SECONDS * rate), round(LEAD_SECONDS * rate)
     while (
