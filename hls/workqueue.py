@@ -268,7 +268,7 @@ class WorkQueue:
             else:
                 self.preempted += 1
         flagged = {slot for slot in self._by_slot if self._stop_flags[slot]}
-        short = len(self._queued_on_demand) + len(self._queued_soon) - idle - len(flagged)
+        short = self._stops_short()
         runs = [
             slot
             for slot, job in self._by_slot.items()
@@ -289,14 +289,17 @@ class WorkQueue:
         this lane stopped 0.4 s later and restarted 0.05 s after that).
         """
         self._soon_stops.intersection_update(self._by_slot)  # those ended stopped already
-        idle = self.workers - len(self._by_slot)
-        for_listeners = {slot for slot in self._by_slot if self._stop_flags[slot]}
-        for_listeners -= self._soon_stops
-        needed = len(self._queued_on_demand) + len(self._queued_soon) - idle - len(for_listeners)
-        surplus = len(self._soon_stops) - max(needed, 0)
+        surplus = min(-self._stops_short(), len(self._soon_stops))
         for slot in sorted(self._soon_stops)[: max(surplus, 0)]:
             self._stop_flags[slot] = 0
             self._soon_stops.discard(slot)
+
+    def _stops_short(self) -> int:
+        """How many more running jobs must be asked to stop for the work waiting for a
+        worker (listeners' and SOON); negative: how many asked are not needed."""
+        idle = self.workers - len(self._by_slot)
+        flagged = sum(1 for slot in self._by_slot if self._stop_flags[slot])
+        return len(self._queued_on_demand) + len(self._queued_soon) - idle - flagged
 
     def _want(self, future: asyncio.Future) -> None:
         """A listener waits for this job: it is never stopped."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyloudnorm
 import pytest
+import soundfile as sf
 from scipy.signal import resample_poly, welch
 
 from processing import chain, dsp, loudness
@@ -31,6 +32,13 @@ def reference_true_peak_db(audio: np.ndarray) -> float:
         up = resample_poly(np.ascontiguousarray(channel, dtype=np.float64), 4, 1)
         peak = max(peak, float(np.abs(up).max()))
     return 20 * np.log10(peak)
+
+
+def wav_source(directory: Path, name: str, audio: np.ndarray) -> AudioSource:
+    """`audio` as a float WAV in `directory`, opened as a source."""
+    path = directory / f"{name}.wav"
+    sf.write(path, audio, RATE, subtype="FLOAT")
+    return AudioSource(path, directory / "scratch", name)
 
 
 def load(name: str) -> np.ndarray:
@@ -108,8 +116,6 @@ def test_true_peaks_interpolated_only_where_they_can_cross_agree_with_the_exact_
 def test_the_analysis_interpolates_peaks_only_where_the_limiter_could_act(
     preset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import soundfile as sf
-
     from processing import analysis
 
     # Program with bursts of a quarter-rate tone whose samples sit 3 dB under
@@ -135,9 +141,7 @@ def test_the_analysis_interpolates_peaks_only_where_the_limiter_could_act(
     # And the whole analysis is the same with every peak interpolated (100 dB
     # of headroom), with the bound crossed at the first pass (0 dB: peaks
     # made again, exactly) and with the default.
-    src = tmp_path / "peaky.wav"
-    sf.write(src, audio, RATE, subtype="FLOAT")
-    source = AudioSource(src, tmp_path / "scratch", "peaky")
+    source = wav_source(tmp_path, "peaky", audio)
     found = {}
     for headroom in (100.0, 0.0, analysis.PEAK_HEADROOM_DB):
         monkeypatch.setattr(analysis, "PEAK_HEADROOM_DB", headroom)
@@ -163,14 +167,10 @@ def material() -> list[tuple[str, np.ndarray]]:
 def test_every_preset_hits_its_loudness_target_and_true_peak_ceiling(
     preset: str, material: list[tuple[str, np.ndarray]], tmp_path: Path
 ) -> None:
-    import soundfile as sf
-
     target = chain.PRESETS[preset].target_lufs
     meter = pyloudnorm.Meter(RATE)
     for name, audio in material:
-        src = tmp_path / f"{name}.wav"
-        sf.write(src, audio, RATE, subtype="FLOAT")
-        source = AudioSource(src, tmp_path / "scratch", name)
+        source = wav_source(tmp_path, name, audio)
         rendered = render_whole(source, analyze(source, preset), 1.0)
         lufs = meter.integrated_loudness(rendered.astype(np.float64))
         peak = reference_true_peak_db(rendered)
@@ -202,11 +202,7 @@ def sparse_material(seconds: float, period: float, sound: float) -> np.ndarray:
 def test_sparse_material_hits_the_loudness_target_too(
     name: str, audio: np.ndarray, preset: str, tmp_path: Path
 ) -> None:
-    import soundfile as sf
-
-    src = tmp_path / "sparse.wav"
-    sf.write(src, audio, RATE, subtype="FLOAT")
-    source = AudioSource(src, tmp_path / "scratch", "sparse")
+    source = wav_source(tmp_path, "sparse", audio)
     rendered = render_whole(source, analyze(source, preset), 1.0)
     lufs = pyloudnorm.Meter(RATE).integrated_loudness(rendered.astype(np.float64))
     target = chain.PRESETS[preset].target_lufs
@@ -218,13 +214,9 @@ def test_sparse_material_hits_the_loudness_target_too(
 def test_later_rounds_of_excerpts_keep_peaks_that_give_the_same_analysis(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import soundfile as sf
-
     from processing import analysis
 
-    src = tmp_path / "sparse.wav"
-    sf.write(src, sparse_material(180.0, 22.5, 4.0), RATE, subtype="FLOAT")
-    source = AudioSource(src, tmp_path / "scratch", "sparse")
+    source = wav_source(tmp_path, "sparse", sparse_material(180.0, 22.5, 4.0))
     read = []
     monkeypatch.setattr(analysis, "excerpt", lambda *a: read.append(a) or excerpt(*a))
     found = {}
@@ -236,11 +228,7 @@ def test_later_rounds_of_excerpts_keep_peaks_that_give_the_same_analysis(
 
 
 def test_silence_gets_no_gain(tmp_path: Path) -> None:
-    import soundfile as sf
-
-    src = tmp_path / "silence.wav"
-    sf.write(src, np.zeros((round(120 * RATE), 2), np.float32), RATE, subtype="FLOAT")
-    source = AudioSource(src, tmp_path / "scratch", "silence")
+    source = wav_source(tmp_path, "silence", np.zeros((round(120 * RATE), 2), np.float32))
     for preset in ENHANCING:
         assert analyze(source, preset).params.gain_db == 0.0  # not +24 dB of noise floor
 
