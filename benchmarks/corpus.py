@@ -180,6 +180,18 @@ def corpus(long_minutes: float, long_peer: bool) -> list[Source]:
     ]
 
 
+def chosen(sources: list[Source], only: str) -> list[Source]:
+    """The sources named in `only` (comma-separated; all when empty)."""
+    return [s for s in sources if s.name in only.split(",")] if only else sources
+
+
+def written(source: Source, work: Path) -> tuple[Path, Path]:
+    """The source written as the only track of a library under `work`: library, file."""
+    library = work / source.name / "library"
+    library.mkdir(parents=True)
+    return library, source.make(library)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=2)
@@ -187,15 +199,11 @@ def main() -> None:
     parser.add_argument("--long-minutes", type=float, default=60.0)
     parser.add_argument("--long-peer", action="store_true", help="time the peer on it too")
     args = parser.parse_args()
-    sources = corpus(args.long_minutes, args.long_peer)
-    if args.only:
-        sources = [s for s in sources if s.name in args.only.split(",")]
+    sources = chosen(corpus(args.long_minutes, args.long_peer), args.only)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for source in sources:
-            library = work / source.name / "library"
-            library.mkdir(parents=True)
-            path = source.make(library)
+            library, path = written(source, work)
             info = sf.info(str(path))
             runs = args.runs if source.peer else 1
             for run in range(runs):

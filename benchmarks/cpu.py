@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.corpus import PEER_CHAINS, corpus  # noqa: E402
+from benchmarks.corpus import PEER_CHAINS, chosen, corpus, written  # noqa: E402
 from benchmarks.peer import _first_and_whole, run_peer  # noqa: E402
 from tests.conftest import start_server  # noqa: E402
 
@@ -74,17 +74,13 @@ def main() -> None:
     libc = ctypes.CDLL(None)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise SystemExit("cannot become the subreaper of the server's tree")
-    sources = [s for s in corpus(60, False) if s.peer]
-    if args.only:
-        sources = [s for s in sources if s.name in args.only.split(",")]
+    sources = chosen([s for s in corpus(60, False) if s.peer], args.only)
     print(f"{'source':11s} {'peer wall':>9s} {'cpu':>6s} {'ours wall':>9s} {'cpu':>6s}"
           f" {'cpu ratio':>9s} {'cores used':>10s} {'wall ratio':>10s}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for source in sources:
-            library = work / source.name / "library"
-            library.mkdir(parents=True)
-            path = source.make(library)
+            library, path = written(source, work)
             idle = min(server_cpu(library, work / "idle", None)[1] for _ in range(2))
             rows = []
             for _ in range(args.runs):
