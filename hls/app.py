@@ -75,6 +75,19 @@ class Metrics:
             "Segments this origin produced (encoded) since start",
             registry=self.registry,
         )
+        self.running = Gauge(
+            "hls_origin_jobs_running", "Jobs the workers run now", registry=self.registry
+        )
+        self.waiting = Gauge(
+            "hls_origin_jobs_waiting",
+            "Jobs a listener waits for that wait for a worker",
+            registry=self.registry,
+        )
+        self.dropped = Gauge(
+            "hls_origin_jobs_dropped",
+            "Queued jobs dropped since start because every client waiting for them left",
+            registry=self.registry,
+        )
         self.served = Counter(
             "hls_origin_segments_served", "Media segments answered", registry=self.registry
         )
@@ -245,6 +258,9 @@ async def metrics(request: web.Request) -> web.Response:
     request.app[METRICS].cache_bytes.set(production.index.total_bytes)
     request.app[METRICS].evictions.set(production.index.evicted)
     request.app[METRICS].preemptions.set(production.work.preempted)
+    request.app[METRICS].running.set(production.work.running)
+    request.app[METRICS].waiting.set(production.work.waiting)
+    request.app[METRICS].dropped.set(production.work.dropped)
     request.app[METRICS].produced.set(production.produced)
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})

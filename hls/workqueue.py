@@ -93,6 +93,7 @@ class WorkQueue:
         self._inflight: dict[Hashable, _Job] = {}
         self._dispatchers: list[asyncio.Task[None]] = []
         self.preempted = 0  # background jobs asked to stop for a listener's work
+        self.dropped = 0  # queued jobs dropped because every caller waiting for them left
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -119,6 +120,16 @@ class WorkQueue:
             task.cancel()
         await asyncio.gather(*self._dispatchers, return_exceptions=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def running(self) -> int:
+        """Jobs a worker runs now."""
+        return len(self._by_slot)
+
+    @property
+    def waiting(self) -> int:
+        """Jobs a listener waits for that wait for a worker."""
+        return len(self._queued_on_demand)
 
     def in_flight(self, key: Hashable) -> bool:
         """Whether some job queued or running does the work named `key`."""
@@ -188,6 +199,7 @@ class WorkQueue:
                 and not self._running.intersection(job.keys)
             ):
                 future.cancel()  # nobody waits for it and it has not started: drop it
+                self.dropped += 1
             raise
         finally:
             self._waiters[future] -= 1

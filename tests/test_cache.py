@@ -15,6 +15,7 @@ import pytest
 from storage.cache import DiskCache
 from storage.eviction import LruIndex
 from tests.conftest import Server, put_track, start_server
+from tests.edge import metric
 from tests.helpers import lock_held_elsewhere, parse_playlist
 
 
@@ -25,13 +26,6 @@ def produced(server: Server, rendition: str = "aac") -> int:
         body.decode(),
     )
     return int(float(match.group(1))) if match else 0
-
-
-def metric(server: Server, name: str) -> float:
-    _, _, body = server.get("/metrics")
-    match = re.search(rf"^{name} (\S+)$", body.decode(), re.M)
-    assert match, name
-    return float(match.group(1))
 
 
 @pytest.fixture()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import PeakPss, put_track, start_server, tree_pss_mb
+from tests.edge import metric
 from tests.helpers import parse_playlist
 
 
@@ -78,6 +80,14 @@ def test_a_client_that_disconnects_does_not_cancel_work_another_waits_for(tmp_pa
         server.stop()
 
 
+def until(condition: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
+    """Wait for `condition`, polled; fail naming `what` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
 def test_queued_work_whose_only_client_left_is_dropped(tmp_path: Path) -> None:
     import socket
     from urllib.parse import urlsplit
@@ -86,28 +96,31 @@ def test_queued_work_whose_only_client_left_is_dropped(tmp_path: Path) -> None:
     put_track(lib, "drascula-track2.ogg", 198.0)
     cache = tmp_path / "cache"
     server = start_server(
-        "--workers",
-        "1",
-        "--segment-seconds",
-        "10",
-        "--idle-seconds",
-        "0.5",
-        cache_dir=cache,
-        library=lib,
-    )
+        "--workers", "1", "--segment-seconds", "10", "--idle-seconds", "0.5",
+        cache_dir=cache, library=lib,
+    )  # fmt: skip
     try:
         tid = server.track_id("drascula")
-        busy = threading.Thread(target=server.get, args=(f"/hls/{tid}/punchy/1.00/flac/12.m4s",))
-        busy.start()  # occupies the only worker (analysis, then a 10 s FLAC segment)
-        time.sleep(0.1)
+        # Listeners' work ahead of the quitter's in the only worker's queue:
+        # four segments, each after its preset's analysis. Once three jobs
+        # wait, the quitter's waits behind them whatever this machine's speed.
+        busy = [
+            threading.Thread(target=server.get, args=(f"/hls/{tid}/{preset}/1.00/flac/12.m4s",))
+            for preset in ("punchy", "gentle", "bright", "adaptive")
+        ]
+        for thread in busy:
+            thread.start()
+        until(lambda: metric(server, "hls_origin_jobs_waiting") >= 3, "the busy work queued")
         parts = urlsplit(server.url)
         quitter = socket.create_connection((parts.hostname, parts.port))
         quitter.sendall(f"GET /hls/{tid}/warm/1.00/aac/15.m4s HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        time.sleep(0.1)
+        time.sleep(0.2)  # for the origin to read the request (the work ahead takes seconds)
         quitter.close()  # leaves while its segment is still queued
-        busy.join()
-        time.sleep(2.0)  # the worker is free again: dropped work must not run now
-        assert not list(cache.rglob("warm/1.00/aac/15.m4s"))
+        until(lambda: metric(server, "hls_origin_jobs_dropped") >= 1, "the quitter's work dropped")
+        for thread in busy:
+            thread.join()
+        until(lambda: metric(server, "hls_origin_jobs_running") == 0, "the worker idle")
+        assert not list(cache.rglob("warm/1.00/aac/15.m4s"))  # dropped work never ran
         assert server.get(f"/hls/{tid}/warm/1.00/aac/15.m4s")[0] == 200  # asked again: made
     finally:
         server.stop()
