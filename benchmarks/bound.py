@@ -3,11 +3,13 @@
 Run: .venv/bin/python benchmarks/bound.py [--only NAME,...]
 
 Every design must AAC-encode the whole processed track with ffmpeg's native
-encoder (the peer does the same). For each corpus source (benchmarks/corpus.py)
+encoder (the peer does too). For each corpus source (benchmarks/corpus.py)
 this measures, one process at a time:
-  peer       the peer's whole track (its chain and encode in one ffmpeg), wall;
-  encode     ffmpeg's AAC encode alone of the peer-processed audio (f32 on
-             stdin, as our workers feed it), CPU seconds;
+  peer       the peer's whole track (its chain and encode in one ffmpeg,
+             `--peer-encoder` as in benchmarks/peer.py), wall;
+  encode     ffmpeg's AAC encode alone of the peer-processed audio with our
+             `aac` rendition's settings (f32 on stdin, as our workers feed
+             it), CPU seconds;
 and once, the machine's two-core scaling: two identical encodes at once,
 their throughput against one alone (2.0 would be two full cores).
 The floor printed is encode / (scaling x peer): the whole-track ratio of a
@@ -29,9 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.corpus import PEER_CHAINS, corpus  # noqa: E402
-from benchmarks.peer import run_peer  # noqa: E402
-
-ENCODE = ["-c:a", "aac", "-b:a", "256k", "-f", "adts"]
+from benchmarks.peer import PEER_ENCODERS, add_peer_encoder_argument, run_peer  # noqa: E402
 
 
 def _children_cpu() -> float:
@@ -55,27 +55,28 @@ def processed(source: Path, chain: str, out: Path) -> tuple[Path, int, int]:
     return out, rate, channels
 
 
-def encode_argv(pcm: Path, rate: int, channels: int, out: Path) -> list[str]:
+def encode_argv(pcm: Path, rate: int, channels: int, out: Path, encoder: str) -> list[str]:
     return [
         "ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "f32le", "-ar", str(rate),
-        "-ac", str(channels), "-i", str(pcm), *ENCODE, str(out),
+        "-ac", str(channels), "-i", str(pcm), "-c:a", "aac", *PEER_ENCODERS[encoder], "-f", "adts", str(out),
     ]  # fmt: skip
 
 
-def encode_cpu(pcm: Path, rate: int, channels: int, out: Path) -> float:
+def encode_cpu(pcm: Path, rate: int, channels: int, out: Path, encoder: str) -> float:
     before = _children_cpu()
-    subprocess.run(encode_argv(pcm, rate, channels, out), check=True)
+    subprocess.run(encode_argv(pcm, rate, channels, out, encoder), check=True)
     return _children_cpu() - before
 
 
-def two_core_scaling(pcm: Path, rate: int, channels: int, work: Path) -> float:
+def two_core_scaling(pcm: Path, rate: int, channels: int, work: Path, encoder: str) -> float:
     """Throughput of two encodes at once over one alone (wall times)."""
     started = time.perf_counter()
-    subprocess.run(encode_argv(pcm, rate, channels, work / "alone.aac"), check=True)
+    subprocess.run(encode_argv(pcm, rate, channels, work / "alone.aac", encoder), check=True)
     alone = time.perf_counter() - started
     started = time.perf_counter()
     procs = [
-        subprocess.Popen(encode_argv(pcm, rate, channels, work / f"pair{i}.aac")) for i in range(2)
+        subprocess.Popen(encode_argv(pcm, rate, channels, work / f"pair{i}.aac", encoder))
+        for i in range(2)
     ]
     for proc in procs:
         proc.wait()
@@ -87,6 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="", help="comma-separated source names")
     parser.add_argument("--runs", type=int, default=2)
+    add_peer_encoder_argument(parser)
     args = parser.parse_args()
     sources = [s for s in corpus(7.0, False) if s.peer]
     if args.only:
@@ -103,13 +105,13 @@ def main() -> None:
             pcm, rate, channels = processed(path, chain, folder / "processed.f32")
             if scaling is None:
                 scaling = statistics.median(
-                    two_core_scaling(pcm, rate, channels, folder) for _ in range(args.runs)
+                    two_core_scaling(pcm, rate, channels, folder, "ours") for _ in range(args.runs)
                 )
                 print(f"two-core scaling: {scaling:.2f} (two encodes at once against one)")
             peers, encodes = [], []
             for run in range(args.runs):
-                peers.append(run_peer(path, folder / f"peer{run}", chain)[1])
-                encodes.append(encode_cpu(pcm, rate, channels, folder / "encode.aac"))
+                peers.append(run_peer(path, folder / f"peer{run}", chain, args.peer_encoder)[1])
+                encodes.append(encode_cpu(pcm, rate, channels, folder / "encode.aac", "ours"))
             peer, encode = statistics.median(peers), statistics.median(encodes)
             floor = encode / (scaling * peer)
             rows.append((source.name, source.preset, peer, encode, floor))

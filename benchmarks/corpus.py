@@ -39,7 +39,12 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.chain import MUSIC, seven_minute_track  # noqa: E402
-from benchmarks.peer import PEER_FILTER, run_ours, run_peer  # noqa: E402
+from benchmarks.peer import (  # noqa: E402
+    PEER_FILTER,
+    add_peer_encoder_argument,
+    run_ours,
+    run_peer,
+)
 from processing import dsp, loudness  # noqa: E402
 from processing.chain import PRESETS as CHAIN_PRESETS  # noqa: E402
 from tests.conftest import Server  # noqa: E402
@@ -198,6 +203,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated source names")
     parser.add_argument("--long-minutes", type=float, default=60.0)
     parser.add_argument("--long-peer", action="store_true", help="time the peer on it too")
+    add_peer_encoder_argument(parser)
     args = parser.parse_args()
     sources = chosen(corpus(args.long_minutes, args.long_peer), args.only)
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,7 +214,12 @@ def main() -> None:
             runs = args.runs if source.peer else 1
             for run in range(runs):
                 peer = (
-                    run_peer(path, work / source.name / f"peer{run}", PEER_CHAINS[source.preset])
+                    run_peer(
+                        path,
+                        work / source.name / f"peer{run}",
+                        PEER_CHAINS[source.preset],
+                        args.peer_encoder,
+                    )  # fmt: skip
                     if source.peer
                     else (float("nan"), float("nan"))
                 )

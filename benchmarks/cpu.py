@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.corpus import PEER_CHAINS, chosen, corpus, written  # noqa: E402
-from benchmarks.peer import _first_and_whole, run_peer  # noqa: E402
+from benchmarks.peer import _first_and_whole, add_peer_encoder_argument, run_peer  # noqa: E402
 from tests.conftest import start_server  # noqa: E402
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -70,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="", help="comma-separated source names")
+    add_peer_encoder_argument(parser)
     args = parser.parse_args()
     libc = ctypes.CDLL(None)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
@@ -85,7 +86,9 @@ def main() -> None:
             rows = []
             for _ in range(args.runs):
                 before = children_cpu()
-                peer = run_peer(path, work / "peer", PEER_CHAINS[source.preset])[1]
+                peer = run_peer(path, work / "peer", PEER_CHAINS[source.preset], args.peer_encoder)[
+                    1
+                ]
                 peer_cpu = children_cpu() - before
                 shutil.rmtree(work / "peer")
                 whole, cpu = server_cpu(library, work / "cache", source.preset)

@@ -1,9 +1,10 @@
 """Cold start and whole-track time: hls-origin against ffmpeg's own HLS muxer, same source, same run.
 
-Run: .venv/bin/python benchmarks/peer.py [--runs N]
+Run: .venv/bin/python benchmarks/peer.py [--runs N] [--peer-encoder abr|ours]
 
 (a) the peer: ffmpeg with an equivalent chain (equalizer, acompressor,
-    alimiter), AAC 256 kb/s, `-f hls -hls_time 30 -hls_playlist_type event
+    alimiter), AAC at 256 kb/s average (`--peer-encoder ours`: at the `aac`
+    rendition's constant quality instead), `-f hls -hls_time 30 -hls_playlist_type event
     -hls_segment_type fmp4`: time until its playlist lists the first segment,
     and until it exits;
 (b) hls-origin, cold (server just started, empty cache, track never seen):
@@ -41,6 +42,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.chain import seven_minute_track  # noqa: E402
+from processing.renditions import RENDITIONS  # noqa: E402
 from tests.conftest import PeakPss, Server, http_get, start_server  # noqa: E402
 from tests.helpers import parse_playlist  # noqa: E402
 
@@ -50,14 +52,30 @@ PEER_FILTER = (
     "volume=6dB,alimiter=limit=0.89:attack=5:release=50"
 )
 PRESET = "punchy"
+# The peer's AAC encoder settings. "abr": ffmpeg's target bit rate, the peer
+# as ../shared/NOTES.md defines it. "ours": the `aac` rendition's constant
+# quality, the stricter comparison: on music it costs ~10% less than the
+# target bit rate, and on near-silent or single-tone material far less (a
+# sine's 240 s: 1.1 CPU-s against 5.7), so there the peer is little but the
+# encode that we must do too.
+PEER_ENCODERS = {
+    "abr": ["-b:a", "256k"],
+    "ours": ["-q:a", str(RENDITIONS["aac"].aac_quality)],
+}
 
 
-def run_peer(source: Path, out: Path, chain: str = PEER_FILTER) -> tuple[float, float]:
+def add_peer_encoder_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--peer-encoder", choices=sorted(PEER_ENCODERS), default="abr")
+
+
+def run_peer(
+    source: Path, out: Path, chain: str = PEER_FILTER, encoder: str = "abr"
+) -> tuple[float, float]:
     out.mkdir(parents=True)
     playlist = out / "index.m3u8"
     cmd = [
         "ffmpeg", "-nostdin", "-v", "error", "-i", str(source), "-af", chain,
-        "-c:a", "aac", "-b:a", "256k", "-f", "hls", "-hls_time", "30",
+        "-c:a", "aac", *PEER_ENCODERS[encoder], "-f", "hls", "-hls_time", "30",
         "-hls_playlist_type", "event", "-hls_segment_type", "fmp4", str(playlist),
     ]  # fmt: skip
     started = time.perf_counter()
@@ -179,6 +197,7 @@ def run_switch(library: Path, cache: Path, second: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
+    add_peer_encoder_argument(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -187,7 +206,7 @@ def main() -> None:
         source = seven_minute_track(library)
         peer, ours = [], []
         for run in range(args.runs):
-            peer.append(run_peer(source, work / f"peer{run}"))
+            peer.append(run_peer(source, work / f"peer{run}", encoder=args.peer_encoder))
             ours.append(run_ours(library, work / f"cache{run}"))
             shutil.rmtree(work / f"peer{run}")
             print(

@@ -48,7 +48,7 @@ def main() -> None:
                 reference, boundaries = write_stream(src, Path(tmp), rendition)
                 report = check(
                     Path(tmp) / rendition / "index.m3u8", reference, RATE,
-                    boundaries, RENDITIONS[rendition].nominal_bitrate(reference.shape[1]),
+                    boundaries, RENDITIONS[rendition].aac_quality,
                 )  # fmt: skip
             print(f"{rendition:7s} {src.name:30s} {report}")
     for rendition in args.renditions:
@@ -71,10 +71,10 @@ def queue_reports(src: Path, out: Path, rendition: str) -> tuple[object, object]
         sf.write(pieces[-1], piece, RATE, subtype="FLOAT")  # exact: the joins are the test
     package(pieces, out, "original", "1.00", [rendition], progress=False)
     plan = plan_segments(len(reference), RATE, 30.0)
-    bitrate = RENDITIONS[rendition].nominal_bitrate(reference.shape[1])
+    quality = RENDITIONS[rendition].aac_quality
     playlist = out / rendition / "index.m3u8"
-    segments = check(playlist, reference, RATE, [seg.start for seg in plan.segments[1:]], bitrate)
-    joins = check(playlist, reference, RATE, cuts, bitrate)
+    segments = check(playlist, reference, RATE, [seg.start for seg in plan.segments[1:]], quality)
+    joins = check(playlist, reference, RATE, cuts, quality)
     return segments, joins
 
 

@@ -120,7 +120,7 @@ def warm_up() -> int:
     params = chain.ChainParams("adaptive", 3.0, corrective_eq(-3.0))
     parallel_map(lambda x: chain.process(x, rate, params, 0.5), [audio, audio])
     spectral_tilt([(audio, 0)], rate)
-    encode_aac(audio, rate, RENDITIONS["aac"].bitrate)
+    encode_aac(audio, rate, RENDITIONS["aac"].aac_quality)
     return os.getpid()
 
 

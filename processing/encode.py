@@ -203,11 +203,12 @@ def _counted(blocks: Iterable[np.ndarray], dtype: str, count: list[int]) -> Iter
 def aac_argv(
     rate: int,
     channels: int,
-    bitrate: int,
+    quality: float,
     outputs: Sequence[str] = ("pipe:1",),
     cuts: Sequence[int] = (),
 ) -> list[str]:
-    """ffmpeg's native AAC encoder: f32le PCM on stdin, ADTS out.
+    """ffmpeg's native AAC encoder at constant `quality` (`-q:a`): f32le PCM on
+    stdin, ADTS out.
 
     cuts: input sample positions (ascending) where the input is cut
     (asegment) into pieces, piece i encoded to outputs[i] by an encoder of
@@ -229,7 +230,7 @@ def aac_argv(
             url,
             format="adts",
             acodec="aac",
-            audio_bitrate=bitrate,
+            **{"q:a": quality},
             threads=1,
             flush_packets=1,  # each packet as soon as it is made (a listener may wait for it)
         )  # fmt: skip
@@ -253,7 +254,7 @@ def aac_packet_count(samples: int) -> int:
 def encode_aac(
     pcm: np.ndarray | Iterable[np.ndarray],
     rate: int,
-    bitrate: int,
+    quality: float,
     channels: int | None = None,
 ) -> list[Packet]:
     """AAC-LC packets of (n, channels) float32 PCM (or its successive blocks), priming
@@ -262,7 +263,7 @@ def encode_aac(
         channels, pcm = pcm.shape[1], [pcm]
     assert channels is not None, "blocks need the channel count"
     count = [0]
-    data = Encoder(partial(aac_argv, rate, channels, bitrate), "AAC encoding").run(
+    data = Encoder(partial(aac_argv, rate, channels, quality), "AAC encoding").run(
         _counted(pcm, "<f4", count)
     )
     packets = [Packet(p, FRAME_SAMPLES) for p in split_adts(data)]
@@ -290,7 +291,7 @@ class AacEncodes:
         self,
         rate: int,
         channels: int,
-        bitrate: int,
+        quality: float,
         lengths: Sequence[int],
         input_buffer: int | None = None,
     ) -> None:
@@ -298,7 +299,7 @@ class AacEncodes:
             raise ValueError("every input but the last must be whole frames")
         self.lengths = list(lengths)
         cuts = list(itertools.accumulate(lengths))[:-1]
-        argv_for = partial(aac_argv, rate, channels, bitrate, cuts=cuts)
+        argv_for = partial(aac_argv, rate, channels, quality, cuts=cuts)
         self.encoder = Encoder(argv_for, "AAC encoding", len(lengths), input_buffer)
         self.packets: list[list[Packet]] = [[] for _ in lengths]  # until handed over
         self._counts = [0] * len(lengths)

@@ -49,9 +49,12 @@ from processing.encode import (
 from processing.errors import EncodeStopped
 from processing.plan import DEFAULT_CONTEXT_SECONDS, FRAME_SAMPLES, SegmentPlan, WindowSettings
 
-# Seam excess, worst window over the 5 music tracks, 10 s segments, both AAC
-# renditions: 64 frames +4.4 dB, 96 +4.1 dB, 128 (3 s) +2.7 dB (target 3).
-PREROLL_FRAMES = 128
+# Seam excess against a continuous encode, worst window over the 5 music
+# tracks, 10 s segments, both AAC renditions (benchmarks/seams.py): at a
+# target bit rate, whose rate control settles slowly, 64 frames gave +4.4 dB,
+# 128 +2.7 dB (target 3); at the renditions' constant quality 16 and 32
+# frames both give +0.49 dB (mean +0.07 at most). 32 frames is 0.75 s.
+PREROLL_FRAMES = 32
 POSTROLL_FRAMES = 2  # the last kept packet needs the next frame's MDCT input
 CHAIN_REACH = 4096  # samples rendered past the kept ones: the chain looks ~1k ahead (limiter)
 RENDER_MEMO_SIZE = 2  # renderings k-1 and k
@@ -128,7 +131,7 @@ class Renderer:
         window: WindowSettings,
         process: Processor | None,
         reach: int | None = None,
-        history: int = PREROLL_FRAMES * FRAME_SAMPLES,
+        history: int | None = None,
     ) -> None:
         self.source = source
         self.plan = plan
@@ -137,7 +140,7 @@ class Renderer:
         self.bypass = process is None
         self.tail = max(window.overlap, POSTROLL_FRAMES * FRAME_SAMPLES)
         self.after = window.context if reach is None else min(window.context, reach)
-        self.history = history
+        self.history = PREROLL_FRAMES * FRAME_SAMPLES if history is None else history
         self._memo: dict[int, _Rendering] = {}
         self._decoded: _Rendering | None = None  # source samples the next window reads again
 
@@ -345,9 +348,8 @@ class UnitEncoder:
         for unit in self.units:
             origin, stop = unit_input(plan, unit)
             lengths.append(stop - origin * FRAME_SAMPLES)
-        bitrate = rendition.nominal_bitrate(channels)
         buffer = LISTENER_INPUT_BUFFER if listener else None
-        self._encoder = AacEncodes(rate, channels, bitrate, lengths, buffer)
+        self._encoder = AacEncodes(rate, channels, rendition.aac_quality, lengths, buffer)
 
     def abort(self) -> None:
         """Stop ffmpeg: the units not encoded yet will not be (idempotent)."""

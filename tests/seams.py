@@ -57,11 +57,11 @@ def lag_of(decoded: np.ndarray, target: np.ndarray, at: int, span: int, search: 
     return int(np.argmax(corr)) + lo - at
 
 
-def continuous_encode(reference: np.ndarray, rate: int, bitrate: int) -> np.ndarray:
+def continuous_encode(reference: np.ndarray, rate: int, quality: float) -> np.ndarray:
     """The same PCM through one AAC encode, decoded (keeps its 1024-sample lead)."""
     pcm = np.ascontiguousarray(reference, dtype="<f4").tobytes()
     adts = subprocess.run(
-        aac_argv(rate, reference.shape[1], bitrate), input=pcm, capture_output=True, check=True
+        aac_argv(rate, reference.shape[1], quality), input=pcm, capture_output=True, check=True
     )
     split_adts(adts.stdout)  # a malformed stream fails here, not in the comparison
     proc = subprocess.run(
@@ -80,7 +80,7 @@ def check(
     reference: np.ndarray,
     rate: int,
     boundaries: list[int],
-    bitrate: int,
+    quality: float,
     lead: int = 1024,
     continuous: np.ndarray | None = None,
 ) -> SeamReport:
@@ -89,7 +89,7 @@ def check(
     channels = reference.shape[1]
     decoded = decode(stream, channels)
     if continuous is None:
-        continuous = continuous_encode(reference, rate, bitrate)
+        continuous = continuous_encode(reference, rate, quality)
     # Leads are measured against the continuous encode, whose lead is the
     # encoder's fixed priming (1024 samples): same codec, so a sharp peak.
     span = min(rate, len(reference) // 4)

@@ -36,6 +36,8 @@ from storage.catalog import Catalog
 from tests.conftest import synth_program
 from tests.helpers import decode, lock_held_elsewhere
 
+QUALITY = RENDITIONS["aac"].aac_quality
+
 
 def spec_for(file: Path, cache: Path, preset: str = "original", seconds: float = 4.0) -> StreamSpec:
     return StreamSpec(
@@ -216,13 +218,13 @@ def test_a_unit_of_a_shared_encoder_is_out_before_the_next_input() -> None:
     # unit is not needed (else the encoder would wait up to its timeout).
     pcm = synth_program(12.0)
     first, second = pcm[: 200 * 1024], pcm[150 * 1024 :]
-    shared = AacEncodes(44100, 2, 256_000, [len(first), len(second)])
+    shared = AacEncodes(44100, 2, QUALITY, [len(first), len(second)])
     started = time.monotonic()
     head = shared.encode([first])
     assert time.monotonic() - started < 5
     assert len(head) == aac_packet_count(len(first)) - AacEncodes.HELD_BACK
     tail = shared.encode([second])  # the last: all of its packets
-    alone = [encode_aac(x, 44100, 256_000) for x in (first, second)]
+    alone = [encode_aac(x, 44100, QUALITY) for x in (first, second)]
     assert [p.data for p in head] == [p.data for p in alone[0][: len(head)]]
     assert [p.data for p in tail] == [p.data for p in alone[1]]
 
@@ -231,7 +233,7 @@ def test_a_listeners_encoder_queues_more_input() -> None:
     # 1 MiB of input (3 s) waits in the pipe of a listener's encode, for
     # ffmpeg to encode while the next window renders; 64 KiB elsewhere.
     for listener, size in ((True, LISTENER_INPUT_BUFFER), (False, 1 << 16)):
-        shared = AacEncodes(44100, 2, 256_000, [1024], LISTENER_INPUT_BUFFER if listener else None)
+        shared = AacEncodes(44100, 2, QUALITY, [1024], LISTENER_INPUT_BUFFER if listener else None)
         assert shared.encoder.proc.stdin is not None
         assert fcntl.fcntl(shared.encoder.proc.stdin.fileno(), fcntl.F_GETPIPE_SZ) == size
         shared.abort()
@@ -239,7 +241,7 @@ def test_a_listeners_encoder_queues_more_input() -> None:
 
 def test_a_shared_encoder_that_dies_is_a_clear_error() -> None:
     pcm = synth_program(4.0)
-    shared = AacEncodes(44100, 2, 256_000, [64 * 1024, 64 * 1024])
+    shared = AacEncodes(44100, 2, QUALITY, [64 * 1024, 64 * 1024])
     shared.encoder.proc.kill()
     with pytest.raises(EncodeError, match="AAC encoding failed with exit code -9"):
         shared.encode([pcm[: 64 * 1024]])
@@ -286,7 +288,7 @@ def test_adts_arrives_in_pieces() -> None:
 
 def test_adts_and_flac_framing() -> None:
     pcm = synth_program(1.0)
-    packets = encode_aac(pcm, 44100, 128_000)
+    packets = encode_aac(pcm, 44100, RENDITIONS["aac-lo"].aac_quality)
     assert len(packets) == -(-len(pcm) // 1024) + 1
     frames = encode_flac(to_pcm24(pcm), 44100)
     assert [f.samples for f in frames] == [4096] * 10 + [44100 - 40960]

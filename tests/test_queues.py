@@ -234,8 +234,7 @@ def test_aac_renditions_of_a_queue_are_gapless_at_track_joins(origin: Server) ->
     assert len(playlist.segments) == status["renditions"]["aac"]["total"]
     for rendition in ("aac", "aac-lo"):
         url = f"{origin.url}/hls/{body['id']}/original/1.00/{rendition}/vod.m3u8"
-        bitrate = RENDITIONS[rendition].nominal_bitrate(2)
-        report = check(url, reference, RATE, list(CUTS), bitrate)
+        report = check(url, reference, RATE, list(CUTS), RENDITIONS[rendition].aac_quality)
         print(f"track joins, {rendition}: {report}")
         assert report.length_difference == RENDITIONS[rendition].lead_samples + (
             -len(reference) % 1024

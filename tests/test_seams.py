@@ -41,12 +41,12 @@ def seam_report(src: Path, out: Path, rendition: str = "aac") -> SeamReport:
     """Package every segment of `src` into out/{rendition}/ and check its seams. The
     continuous encode to compare with runs meanwhile (ffmpeg: the other core)."""
     reference, boundaries = reference_and_boundaries(src, out)
-    bitrate = RENDITIONS[rendition].nominal_bitrate(reference.shape[1])  # what the stream used
+    quality = RENDITIONS[rendition].aac_quality  # what the stream used
     with ThreadPoolExecutor(1) as pool:
-        continuous = pool.submit(continuous_encode, reference, RATE, bitrate)
+        continuous = pool.submit(continuous_encode, reference, RATE, quality)
         package(src, out, "original", "1.00", [rendition], progress=False)
         report = check(
-            out / rendition / "index.m3u8", reference, RATE, boundaries, bitrate,
+            out / rendition / "index.m3u8", reference, RATE, boundaries, quality,
             continuous=continuous.result(),
         )  # fmt: skip
     print(f"{src.name} {rendition}: {report}")
