@@ -92,7 +92,7 @@ def package(
                 RENDITIONS[name],
                 f"{name}/index.m3u8",
                 info.channels,
-                playlist.bandwidths(plan, sizes[name]),
+                playlist.bandwidths(plan, sizes[name], RENDITIONS[name].lead_samples),
             )  # fmt: skip
             for name in renditions
             if RENDITIONS[name].codec == codec

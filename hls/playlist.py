@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from processing.plan import SegmentPlan
+from processing.plan import Segment, SegmentPlan
 from processing.renditions import Rendition
 
 VERSION = 6  # EXT-X-MAP in a playlist without I-frames needs version 6
@@ -44,10 +44,16 @@ def extinf_values(plan: SegmentPlan, lead: int = 0) -> list[str]:
     """
     out = []
     for seg in plan.segments:
-        start = seg.start + lead if seg.index > 0 else 0
-        micros = _micros(seg.end + lead, plan.rate) - _micros(start, plan.rate)
+        start, end = media_span(seg, lead)
+        micros = _micros(end, plan.rate) - _micros(start, plan.rate)
         out.append(f"{micros // _SCALE}.{micros % _SCALE:0{EXTINF_DECIMALS}d}")
     return out
+
+
+def media_span(seg: Segment, lead: int = 0) -> tuple[int, int]:
+    """The samples a rendition's segment spans on its media timeline: its plan
+    span shifted by `lead`, segment 0 also holding the lead itself."""
+    return (seg.start + lead if seg.index > 0 else 0), seg.end + lead
 
 
 def target_duration(plan: SegmentPlan, lead: int = 0) -> int:
@@ -72,14 +78,19 @@ def live_listed(plan: SegmentPlan, produced: int, live_seconds: float) -> int:
     return count
 
 
-def bandwidths(plan: SegmentPlan, sizes: Mapping[int, int]) -> tuple[int, int] | None:
+def bandwidths(
+    plan: SegmentPlan, sizes: Mapping[int, int], lead: int = 0
+) -> tuple[int, int] | None:
     """Peak and average bit rate (bits/s) of the segments whose sizes are given
     (Apple's HLS Authoring Specification: BANDWIDTH is the peak segment bit rate,
-    AVERAGE-BANDWIDTH the mean over the stream); None when none is known."""
+    AVERAGE-BANDWIDTH the mean over the stream), over each segment's EXTINF
+    duration (`lead`: see `extinf_values`); None when none is known."""
     if not sizes:
         return None
-    peak = max(-(-8 * size * plan.rate // plan[i].samples) for i, size in sizes.items())
-    samples = sum(plan[i].samples for i in sizes)
+    spans = {i: media_span(plan[i], lead) for i in sizes}
+    samples_of = {i: end - start for i, (start, end) in spans.items()}
+    peak = max(-(-8 * size * plan.rate // samples_of[i]) for i, size in sizes.items())
+    samples = sum(samples_of.values())
     average = -(-8 * sum(sizes.values()) * plan.rate // samples)
     return peak, average
 

@@ -176,7 +176,8 @@ class Production:
         if state.bit_rates is None and state.complete:
             sizes = await self.segment_sizes(state)
             if len(sizes) == len(state.plan):
-                state.bit_rates = playlist.bandwidths(state.plan, sizes)
+                lead = RENDITIONS[state.rendition].lead_samples
+                state.bit_rates = playlist.bandwidths(state.plan, sizes, lead)
         return state.bit_rates
 
     async def segment_sizes(self, state: StreamState) -> dict[int, int]:

@@ -83,6 +83,12 @@ def test_bandwidths_are_the_peak_and_mean_segment_bit_rates() -> None:
         line == f'#EXT-X-STREAM-INF:BANDWIDTH={peak},AVERAGE-BANDWIDTH={average},CODECS="mp4a.40.2"'
     )
     assert playlist.bandwidths(plan, {}) is None
+    # With AAC's lead, segment 0's EXTINF holds the lead too, and so does the
+    # duration its bit rate is measured over, as a client measures it.
+    lead = RENDITIONS["aac"].lead_samples
+    peak, _ = playlist.bandwidths(plan, sizes, lead)
+    extinf = float(playlist.extinf_values(plan, lead)[0])
+    assert peak == pytest.approx(8 * sizes[0] / extinf, abs=1)
 
 
 @pytest.mark.parametrize("segment_seconds", [10.0, 30.0])
