@@ -86,9 +86,8 @@ def main() -> None:
             rows = []
             for _ in range(args.runs):
                 before = children_cpu()
-                peer = run_peer(path, work / "peer", PEER_CHAINS[source.preset], args.peer_encoder)[
-                    1
-                ]
+                chain = PEER_CHAINS[source.preset]
+                _, peer = run_peer(path, work / "peer", chain, args.peer_encoder)
                 peer_cpu = children_cpu() - before
                 shutil.rmtree(work / "peer")
                 whole, cpu = server_cpu(library, work / "cache", source.preset)

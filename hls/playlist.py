@@ -58,7 +58,7 @@ def media_span(seg: Segment, lead: int = 0) -> tuple[int, int]:
 
 def target_duration(plan: SegmentPlan, lead: int = 0) -> int:
     """Longest EXTINF rounded to the nearest integer (RFC 8216 §4.3.3.1)."""
-    longest = max(seg.samples + (lead if seg.index == 0 else 0) for seg in plan.segments)
+    longest = max(end - start for start, end in (media_span(s, lead) for s in plan.segments))
     return max(1, (2 * longest + plan.rate) // (2 * plan.rate))
 
 
